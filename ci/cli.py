@@ -1,0 +1,57 @@
+"""The boundary between the doors (tasks.py, noxfile.py) and the library: argument parsing for
+nox posargs, and the one place that turns errors into one stderr line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ci.errors import ToolFailure, UserError
+
+
+def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call one library function; UserError -> exit 2, ToolFailure -> exit 1, both one line."""
+    try:
+        result = func(*args, **kwargs)
+    except UserError as exc:
+        _die(f"error: {exc}", UserError.exit_code)
+    except ToolFailure as exc:
+        _die(f"failed: {exc}", ToolFailure.exit_code)
+    except KeyboardInterrupt:
+        _die("interrupted", 130)
+    if isinstance(result, int) and not isinstance(result, bool) and result != 0:
+        raise SystemExit(result)
+    return result
+
+
+def _die(line: str, code: int) -> NoReturn:
+    sys.stdout.flush()
+    print(line.splitlines()[0] if line else line, file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse would print usage and exit itself
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def stage_arguments(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Run one CI stage (what `nox -s stage_X -- ...` takes).")
+    parser.add_argument("--arch", help="runner arch (default: detected)")
+    parser.add_argument("--suite", help="run one suite of the stage (default: all)")
+    parser.add_argument("--partition", help="i/N: run partition i of N (1-based)")
+    parser.add_argument("--image", help="image name; skips nightly resolution")
+    parser.add_argument("--rocm", help="ROCm version of the nightly image")
+    parser.add_argument("--test-root", help="where the registered test files live")
+    parser.add_argument("--durations", help="recorded durations file from earlier runs")
+    parser.add_argument("--report-dir", help="where JUnit, durations and summary go")
+    parser.add_argument("--retries", type=int, help="retries for retryable failures")
+    parser.add_argument("--continue-on-error", action="store_true", help="keep going after a failed file")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; no Docker, no GPU")
+    return parser
+
+
+def parse_stage_args(prog: str, argv: Sequence[str]) -> argparse.Namespace:
+    return stage_arguments(prog).parse_args(list(argv))

@@ -1,0 +1,259 @@
+"""Typed, frozen config loaded once from config/*.yaml, validated, with env overrides applied here
+and only here (LOCAL_DOCKER_REGISTRY, PUBLIC_DOCKER_REGISTRY, SGL_CI_CONFIG_OVERRIDE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from ci.errors import ConfigError
+from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Document, build, parse_yaml, read_yaml
+
+PositiveInt = Annotated[int, POSITIVE]
+PositiveFloat = Annotated[float, POSITIVE]
+NonNegativeFloat = Annotated[float, NON_NEGATIVE]
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+REGISTRY_ADDRESS = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?$")
+
+
+# --- arches.yaml ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunnerPool:
+    label: str  # a format string with {gpus}
+    gpu_counts: Annotated[tuple[PositiveInt, ...], NON_EMPTY]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    image_arch: str
+    gfx: str
+    product: str
+    pool: RunnerPool
+    runner_aliases: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    name: str = ""  # filled from the mapping key by the loader
+
+
+@dataclass(frozen=True)
+class Detection:
+    runner_name_pattern: str
+    tool_timeout_s: PositiveFloat = 20.0
+
+
+@dataclass(frozen=True)
+class ArchesFile:
+    arches: Annotated[Mapping[str, ArchSpec], NON_EMPTY]
+    detection: Detection
+
+
+# --- routing.yaml --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoutingConfig:
+    events: Annotated[Mapping[str, str], NON_EMPTY]  # event -> arch name, or "input"
+    default_input: str
+
+
+# --- images.yaml ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Registries:
+    public: str = "docker.io"
+    lan: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    repository: str
+    versions: Annotated[tuple[str, ...], NON_EMPTY]  # newest first
+    rocm: str
+    rocm_versions: Annotated[tuple[str, ...], NON_EMPTY]
+    lookback_days: PositiveInt
+    registries: Registries = Registries()
+    tag_format: str = "{version}-{rocm}-{image_arch}-{date}"
+    date_format: str = "%Y%m%d"
+
+
+# --- pull.yaml -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LanPullPolicy:
+    first_progress_s: PositiveFloat  # no byte of progress by then: give up on the mirror
+    floor_bytes_per_s: PositiveFloat  # slower than this over a window: give up on the mirror
+    window_s: PositiveFloat
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: PositiveInt
+    initial_wait_s: NonNegativeFloat
+    max_wait_s: NonNegativeFloat
+    jitter_s: NonNegativeFloat
+
+
+@dataclass(frozen=True)
+class PublicPullPolicy(RetryPolicy):
+    stall_s: PositiveFloat = 300.0  # no progress at all for this long counts as a (retryable) timeout
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    lan: LanPullPolicy
+    public: PublicPullPolicy
+    login: RetryPolicy
+    probe_timeout_s: PositiveFloat = 20.0
+    progress_log_interval_s: PositiveFloat = 10.0
+    disk_headroom_bytes: Annotated[int, NON_NEGATIVE] = 0
+
+
+# --- stages.yaml ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SuiteJob:
+    suite: str
+    gpus: PositiveInt
+    partitions: PositiveInt = 1
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    suites: Annotated[tuple[SuiteJob, ...], NON_EMPTY]
+    timeout_minutes: Mapping[str, PositiveFloat]  # "default" plus per-arch values
+    per_file_timeout_s: PositiveFloat = 1200.0
+    job_setup_minutes: PositiveFloat = 30.0  # pull + container start, added for the job timeout
+    name: str = ""
+
+    def timeout_for(self, arch: str) -> float:
+        return self.timeout_minutes.get(arch, self.timeout_minutes["default"])
+
+    def job_timeout_minutes(self, arch: str) -> int:
+        return int(-(-(self.timeout_for(arch) + self.job_setup_minutes) // 1))
+
+
+@dataclass(frozen=True)
+class Config:
+    arches: Mapping[str, ArchSpec]
+    detection: Detection
+    routing: RoutingConfig
+    images: ImageConfig
+    pull: PullConfig
+    stages: Mapping[str, StageSpec]
+    source: Path = DEFAULT_CONFIG_DIR
+
+    def arch(self, name: str) -> ArchSpec:
+        if name not in self.arches:
+            raise ConfigError(f"unknown arch {name!r} (allowed: {', '.join(self.arches)})")
+        return self.arches[name]
+
+    def stage(self, name: str) -> StageSpec:
+        key = name.replace("_", "-")
+        if key not in self.stages:
+            raise ConfigError(f"unknown stage {name!r} (allowed: {', '.join(self.stages)})")
+        return self.stages[key]
+
+
+# Each config file and the type its top level must have.
+FILES: dict[str, tuple[str, Any]] = {
+    "arches": ("arches.yaml", ArchesFile),
+    "routing": ("routing.yaml", RoutingConfig),
+    "images": ("images.yaml", ImageConfig),
+    "pull": ("pull.yaml", PullConfig),
+    "stages": ("stages.yaml", Mapping[str, StageSpec]),
+}
+
+OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
+CONFIG_DIR_ENV = "SGL_CI_CONFIG_DIR"
+
+
+def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override, validate and freeze every config file. The one way config is loaded."""
+    env = os.environ if env is None else env
+    directory = Path(config_dir or env.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR)
+    docs = {key: read_yaml(directory / filename) for key, (filename, _) in FILES.items()}
+    override_path = env.get(OVERRIDE_ENV)
+    if override_path:
+        _apply_override_file(docs, read_yaml(Path(override_path)))
+    _apply_env(docs, env)
+    built = {key: build(kind, docs[key].data, docs[key]) for key, (_, kind) in FILES.items()}
+    arches_file: ArchesFile = built["arches"]
+    config = Config(
+        arches=MappingProxyType({n: dataclasses.replace(a, name=n) for n, a in arches_file.arches.items()}),
+        detection=arches_file.detection,
+        routing=built["routing"],
+        images=built["images"],
+        pull=built["pull"],
+        stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
+        source=directory,
+    )
+    _cross_check(config, docs)
+    return config
+
+
+def _apply_override_file(docs: dict[str, Document], override: Document) -> None:
+    if not isinstance(override.data, dict):
+        raise override.fail((), "an override file must be a mapping of config file names to values")
+    for key, value in override.data.items():
+        if key not in docs:
+            raise override.fail((key,), f"unknown config file {key!r} (allowed: {', '.join(docs)})")
+        docs[key] = Document(f"{docs[key].source} + {override.source}", _merge(docs[key].data, value), {
+            **docs[key].lines, **{p[1:]: n for p, n in override.lines.items() if p[:1] == (key,)}})
+
+
+def _merge(base: Any, top: Any) -> Any:
+    if isinstance(base, dict) and isinstance(top, dict):
+        merged = dict(base)
+        for key, value in top.items():
+            merged[key] = _merge(base.get(key), value)
+        return merged
+    return top
+
+
+def _apply_env(docs: dict[str, Document], env: Mapping[str, str]) -> None:
+    for variable, key in (("LOCAL_DOCKER_REGISTRY", "lan"), ("PUBLIC_DOCKER_REGISTRY", "public")):
+        value = env.get(variable)
+        if value is None or value == "":
+            continue
+        value = value.strip().removesuffix("/")
+        if not REGISTRY_ADDRESS.match(value):
+            raise ConfigError(f"{variable}={value!r} is not a registry address (allowed: host or host:port, no scheme)")
+        data = docs["images"].data
+        data.setdefault("registries", {})[key] = value
+
+
+def _cross_check(config: Config, docs: dict[str, Document]) -> None:
+    arches = list(config.arches)
+    allowed = f"allowed: {', '.join(arches)}"
+    routing = docs["routing"]
+    for event, target in config.routing.events.items():
+        if target != "input" and target not in config.arches:
+            raise routing.fail(("events", event), f"unknown arch {target!r} ({allowed}, or input)")
+    if config.routing.default_input not in config.arches:
+        raise routing.fail(("default_input",), f"unknown arch {config.routing.default_input!r} ({allowed})")
+    stages = docs["stages"]
+    for name, stage in config.stages.items():
+        if "default" not in stage.timeout_minutes:
+            raise stages.fail((name, "timeout_minutes"), "needs a 'default' value")
+        for key in stage.timeout_minutes:
+            if key != "default" and key not in config.arches:
+                raise stages.fail((name, "timeout_minutes", key), f"unknown arch {key!r} ({allowed}, or default)")
+    images = docs["images"]
+    if config.images.rocm not in config.images.rocm_versions:
+        raise images.fail(("rocm",), f"{config.images.rocm!r} is not in rocm_versions")
+    fields = {f for _, f, _, _ in string.Formatter().parse(config.images.tag_format) if f}
+    if not fields <= {"version", "rocm", "image_arch", "date"}:
+        raise images.fail(("tag_format",), "may only use {version}, {rocm}, {image_arch} and {date}")
+    for name, arch in config.arches.items():
+        if "{gpus}" not in arch.pool.label:
+            raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
+    try:
+        re.compile(config.detection.runner_name_pattern)
+    except re.error as exc:
+        raise docs["arches"].fail(("detection", "runner_name_pattern"), f"not a regular expression: {exc}") from None
+    if "token" not in re.compile(config.detection.runner_name_pattern).groupindex:
+        raise docs["arches"].fail(("detection", "runner_name_pattern"), "needs a named group (?P<token>...)")
+

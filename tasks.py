@@ -1,0 +1,19 @@
+"""invoke tasks: a menu over the ci library. Each task parses its arguments and calls one function."""
+
+from invoke import task
+
+from ci import cli, commands
+
+
+@task(help={"event": "pull_request | schedule | workflow_dispatch | workflow_call",
+            "runner_arch": "the workflow's runner_arch input (dispatch/call only)"})
+def route(c, event, runner_arch=None):
+    """Print the arch and runner label of every stage job (and write $GITHUB_OUTPUT in Actions)."""
+    cli.run(commands.route_command, event=event, runner_arch=runner_arch)
+
+
+@task(help={"event": "route as this GitHub event", "arch": "runner arch (default: detected)",
+            "stage": "one stage (default: all)", "image": "image override", "rocm": "ROCm version"})
+def plan(c, event=None, arch=None, stage=None, image=None, rocm=None):
+    """Print what a run would do: arch and how it was found, labels, images, timeouts. No Docker."""
+    cli.run(commands.plan_command, event=event, arch=arch, stage=stage, image=image, rocm=rocm)
