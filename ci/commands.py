@@ -42,8 +42,8 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
                  image: str | None = None, rocm: str | None = None) -> int:
     """`invoke plan`: what each stage would do, with no Docker and no GPU."""
     config = load_config()
-    resolution = _resolve(config, arch, event)
     stages = [config.stage(stage).name] if stage else list(config.stages)
+    resolution = _resolve(config, arch, event)
     today = dt.datetime.now(dt.timezone.utc).date()
     for name in stages:
         for line in render_plan(build_plan(config, name, resolution, today, image=image, rocm=rocm)):

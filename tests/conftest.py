@@ -1,0 +1,77 @@
+"""Shared fixtures: a writable copy of config/, running the real doors (invoke, nox) as processes,
+and Docker access that fails under CI=true rather than skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Variables a developer's shell or a runner may carry that would change what the tests see.
+_AMBIENT = ("RUNNER_ARCH", "RUNNER_NAME", "LOCAL_DOCKER_REGISTRY", "PUBLIC_DOCKER_REGISTRY",
+            "SGL_CI_CONFIG_OVERRIDE", "SGL_CI_CONFIG_DIR", "GITHUB_ACTIONS", "GITHUB_OUTPUT",
+            "GITHUB_STEP_SUMMARY", "DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN", "HF_TOKEN")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in _AMBIENT:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    """A private copy of config/ that a test may break."""
+    target = tmp_path / "config"
+    shutil.copytree(CONFIG, target)
+    return target
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
+    env["RUNNER_NAME"] = "test-host-without-arch"  # never let the test machine's name pick an arch
+    env.update(extra)
+    return env
+
+
+def run_door(*argv: str, env: dict[str, str] | None = None, timeout: float = 120) -> Done:
+    """Run `invoke ...` or `nox ...` (or any argv) from the repo root, as a user would."""
+    tool = {"invoke": [sys.executable, "-m", "invoke"], "nox": [sys.executable, "-m", "nox"]}.get(argv[0], [argv[0]])
+    done = subprocess.run(tool + list(argv[1:]), cwd=ROOT, env=env or base_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    return Done(done.returncode, done.stdout, done.stderr)
+
+
+def docker_client():
+    """A docker client, or skip (locally) / fail (under CI=true) when no engine answers."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception as exc:  # any reason the engine is unusable
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Docker Engine needed under CI=true and not answering: {exc}")
+        pytest.skip(f"no Docker Engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def docker():
+    return docker_client()
