@@ -17,3 +17,10 @@ def route(c, event, runner_arch=None):
 def plan(c, event=None, arch=None, stage=None, image=None, rocm=None):
     """Print what a run would do: arch and how it was found, labels, images, timeouts. No Docker."""
     cli.run(commands.plan_command, event=event, arch=arch, stage=stage, image=image, rocm=rocm)
+
+
+@task(name="pull-image", help={"arch": "runner arch (default: detected)", "rocm": "ROCm version of the nightly",
+                               "image": "pull this image; skips nightly resolution"})
+def pull_image(c, arch=None, image=None, rocm=None):
+    """Pull the CI image: newest nightly for the arch, LAN mirror first, public with retries."""
+    cli.run(commands.pull_image_command, arch=arch, image=image, rocm=rocm)

@@ -7,11 +7,12 @@ import datetime as dt
 import os
 from collections.abc import Callable, Mapping, Sequence
 
-from ci import github
+from ci import github, pull, registry
 from ci.arch import ArchResolution, resolve_arch
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
 from ci.errors import UserError
+from ci.images import parse_image_name
 from ci.plan import build_plan, render_plan
 from ci.routing import arch_for_event, render_route, route, route_outputs
 
@@ -44,9 +45,8 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
     config = load_config()
     stages = [config.stage(stage).name] if stage else list(config.stages)
     resolution = _resolve(config, arch, event)
-    today = dt.datetime.now(dt.timezone.utc).date()
     for name in stages:
-        for line in render_plan(build_plan(config, name, resolution, today, image=image, rocm=rocm)):
+        for line in render_plan(build_plan(config, name, resolution, _today(), image=image, rocm=rocm)):
             print(line)
     return 0
 
@@ -60,7 +60,7 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     if resolution.arch.name != runner_arch:
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
         return 0
-    plan = build_plan(config, stage, resolution, dt.datetime.now(dt.timezone.utc).date(),
+    plan = build_plan(config, stage, resolution, _today(),
                       image=args.image, rocm=args.rocm, suite=args.suite)
     if args.dry_run:
         for line in render_plan(plan):
@@ -72,3 +72,18 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
 def arch_names() -> list[str]:
     """The arches nox parametrizes the stage sessions over."""
     return list(load_config().arches)
+
+
+def pull_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
+    """`invoke pull-image`: resolve (unless --image) and pull, LAN mirror first."""
+    config = load_config()
+    if image:
+        parse_image_name(image)  # bad input fails before any Docker call
+    spec = None if image else _resolve(config, arch).arch
+    client = registry.connect(config.pull.probe_timeout_s)
+    pull.pull_image(config, client, _env(), spec, image, rocm, _today())
+    return 0
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()

@@ -1,0 +1,382 @@
+"""Resolve the newest nightly image and pull it LAN-first: the mirror bounded by a no-progress
+deadline and a throughput floor, the public registry retried with tenacity only where a retry
+can help, credentials only through the SDK, and one summary line at the end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import docker
+import requests
+import tenacity
+
+from ci import github
+from ci.config import ArchSpec, Config, LanPullPolicy, RetryPolicy
+from ci.errors import ToolFailure, UserError
+from ci.images import ImageName, candidate_images, parse_image_name
+from ci.progress import human_bytes, progress_for
+from ci.registry import PullFailure, auth_header, classify, local_image, registry_digest, tag
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+# --- the watchdog (pure) ------------------------------------------------------------------
+@dataclass
+class Watchdog:
+    """Decides when a pull has stopped helping: no progress within `idle_s`, or fewer than
+    `floor` bytes/s over the last `window_s` (once a whole window has passed)."""
+
+    idle_s: float
+    floor_bytes_per_s: float | None
+    window_s: float
+    started: float
+    _samples: list[tuple[float, int]] = field(default_factory=list)
+    _last_progress: float = 0.0
+    _best: int = 0
+
+    def __post_init__(self) -> None:
+        self._last_progress = self.started
+        self._samples.append((self.started, 0))
+
+    def observe(self, now: float, done_bytes: int) -> None:
+        if done_bytes > self._best:
+            self._best = done_bytes
+            self._last_progress = now
+        self._samples.append((now, self._best))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window_s:
+            self._samples.pop(0)
+
+    def verdict(self, now: float) -> str | None:
+        if now - self._last_progress >= self.idle_s:
+            return f"no progress for {now - self._last_progress:.1f} s (deadline {self.idle_s:g} s)"
+        if self.floor_bytes_per_s and now - self.started >= self.window_s:
+            since, base = self._samples[0]
+            span = max(now - since, 1e-9)
+            rate = (self._best - base) / span
+            if span >= self.window_s * 0.999 and rate < self.floor_bytes_per_s:
+                return (f"slower than the floor: {human_bytes(rate)}/s over {span:.1f} s "
+                        f"(floor {human_bytes(self.floor_bytes_per_s)}/s)")
+        return None
+
+
+@dataclass
+class LayerTally:
+    """Bytes done across layers, from the daemon's progress events."""
+
+    current: dict[tuple[str, str], int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, event: Mapping) -> None:
+        detail = event.get("progressDetail") or {}
+        layer, status = event.get("id", ""), event.get("status", "")
+        if "current" in detail:
+            self.current[(layer, status.split(" ")[0])] = int(detail["current"])
+        if detail.get("total") and status.startswith("Downloading"):
+            self.totals[layer] = int(detail["total"])
+
+    @property
+    def done(self) -> int:
+        return sum(self.current.values())
+
+    @property
+    def download_total(self) -> int:
+        return sum(self.totals.values())
+
+
+# --- one streamed pull through the daemon ---------------------------------------------------
+def stream_pull(
+    client: docker.DockerClient,
+    name: ImageName,
+    idle_s: float,
+    floor_bytes_per_s: float | None,
+    window_s: float,
+    on_progress: Callable[[int, int | None], None] = lambda done, total: None,
+    clock: Callable[[], float] = time.monotonic,
+    room_check: Callable[[int], str | None] = lambda remaining: None,
+) -> None:
+    """Pull `name` through the daemon, aborting per the watchdog.
+
+    The SDK's `pull` sends its request with no timeout at all, so this posts to the same endpoint
+    through the SDK's own session with a read timeout equal to the no-progress deadline. Closing
+    the response on abort makes the daemon cancel the pull, so nothing goes on downloading."""
+    api = client.api
+    url = f"{api.base_url}/v{api.api_version}/images/create"
+    headers = {}
+    header = auth_header(client, name.registry)
+    if header:
+        headers["X-Registry-Auth"] = header
+    watchdog = Watchdog(idle_s, floor_bytes_per_s, window_s, clock())
+    tally = LayerTally()
+    response = None
+    try:
+        response = api.post(url, params={"fromImage": name.pull_repository, "tag": name.tag}, headers=headers,
+                            stream=True, timeout=(CONNECT_TIMEOUT_S, idle_s))
+        if response.status_code != 200:
+            raise classify(_daemon_message(response))
+        for line in response.iter_lines():
+            if not line:
+                continue
+            event = json.loads(line)
+            if event.get("error") or event.get("errorDetail"):  # errors arrive inside an HTTP 200 stream
+                raise classify(event.get("error") or event["errorDetail"].get("message", "pull failed"))
+            tally.add(event)
+            now = clock()
+            watchdog.observe(now, tally.done)
+            on_progress(tally.done, tally.download_total or None)
+            reason = watchdog.verdict(now)
+            if reason:
+                raise PullFailure(f"{name}: {reason}", True, "stalled")
+            if tally.download_total:
+                full = room_check(max(tally.download_total - tally.done, 0))
+                if full:
+                    raise PullFailure(f"{name}: {full}", False, "disk")
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+        if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" not in str(exc).lower() \
+                and "Read timed out" not in str(exc):
+            raise PullFailure(f"{name}: lost the connection to the daemon: {exc.__class__.__name__}", True, "transient") from None
+        raise PullFailure(f"{name}: no progress for {idle_s:g} s (deadline {idle_s:g} s)", True, "stalled") from None
+    finally:
+        if response is not None:
+            response.close()
+
+
+def _daemon_message(response: requests.Response) -> str:
+    try:
+        return response.json().get("message") or response.text
+    except ValueError:
+        return response.text or f"HTTP {response.status_code}"
+
+
+# --- the whole pull ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PullOutcome:
+    image: ImageName
+    source: str  # lan | public | local
+    registry: str | None
+    digest: str | None
+    size_bytes: int
+    seconds: float
+    attempts: int
+
+    def summary(self) -> str:
+        where = f" ({self.registry})" if self.registry else ""
+        return (f"image {self.image}: source={self.source}{where} digest={self.digest or 'unknown'} "
+                f"size={human_bytes(self.size_bytes)} seconds={self.seconds:.1f} attempts={self.attempts}")
+
+
+@dataclass
+class Puller:
+    config: Config
+    client: docker.DockerClient
+    env: Mapping[str, str]
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    sleep: Callable[[float], None] = time.sleep
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    # Login ------------------------------------------------------------------------------
+    def login_public(self) -> bool:
+        """Log in when DOCKERHUB_AMD_USERNAME/TOKEN are set; a login that still fails warns only."""
+        user, token = self.env.get("DOCKERHUB_AMD_USERNAME"), self.env.get("DOCKERHUB_AMD_TOKEN")
+        if not (user and token):
+            return False
+        github.mask(token, self.env, self.out)
+        registry = self.config.images.registries.public
+
+        def attempt() -> None:
+            try:
+                self.client.login(username=user, password=token, registry=registry, reauth=True)
+            except docker.errors.APIError as exc:
+                raise classify(_scrub(str(exc.explanation or exc), token)) from None
+            except requests.RequestException as exc:
+                raise PullFailure(f"login: {exc.__class__.__name__}", True, "transient") from None
+
+        try:
+            self._retrying(self.config.pull.login, "login")(attempt)
+            self.say(f"logged in to {registry} as {user}")
+            return True
+        except PullFailure as failure:
+            print(f"warning: login to {registry} failed ({_scrub(failure.message, token)}); pulling anonymously",
+                  file=self.err, flush=True)
+            return False
+
+    def _retrying(self, policy: RetryPolicy, what: str) -> tenacity.Retrying:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0
+            self.say(f"{what}: attempt {state.attempt_number}/{policy.attempts} failed ({failure}); retrying in {wait:.1f} s")
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(policy.attempts),
+            wait=tenacity.wait_exponential_jitter(initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=policy.jitter_s),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, PullFailure) and e.retryable),
+            before_sleep=before_sleep,
+            sleep=self.sleep,
+            reraise=True,
+        )
+
+    # Resolution -----------------------------------------------------------------------------
+    def resolve(self, candidates: Iterable[ImageName]) -> ImageName:
+        """The newest candidate that exists: a local image first, then the registry via the daemon."""
+        registries = [self.config.images.registries.public]
+        if self.config.images.registries.lan:
+            registries.append(self.config.images.registries.lan)
+        tried: list[str] = []
+        unreachable: dict[str, str] = {}
+        for candidate in candidates:
+            if local_image(self.client, candidate) is not None:
+                self.say(f"resolved {candidate} (present locally)")
+                return candidate
+            tried.append(f"{candidate} (local: absent")
+            for registry in registries:
+                if registry in unreachable:
+                    continue
+                try:
+                    registry_digest(self.client, candidate.on(registry))
+                    self.say(f"resolved {candidate} (found in {registry})")
+                    return candidate
+                except PullFailure as failure:
+                    if failure.retryable:  # unreachable: stop asking it, try the next registry
+                        unreachable[registry] = failure.message
+                    tried[-1] += f"; {registry}: {'unreachable' if failure.retryable else failure.kind}"
+            tried[-1] += ")"
+        notes = "".join(f"; {r} unreachable: {m}" for r, m in unreachable.items())
+        raise ToolFailure(f"no nightly image found; tried {', '.join(tried)}{notes}")
+
+    # Pull -------------------------------------------------------------------------------------
+    def pull(self, image: ImageName) -> PullOutcome:
+        image = image.plain
+        started = time.monotonic()
+        registries = self.config.images.registries
+        public = image.on(registries.public)
+        self.login_public()
+        public_digest = self._digest_or_none(public)
+        present = local_image(self.client, image)
+        if present and (public_digest is None or present.has_digest(public_digest)):
+            digest = public_digest or present.any_digest
+            self.say(f"{image} is already present locally" + (" at the registry's digest" if public_digest else ""))
+            return PullOutcome(image, "local", None, digest, present.size, time.monotonic() - started, 0)
+        if registries.lan:
+            outcome = self._pull_lan(image, public_digest, started)
+            if outcome:
+                return outcome
+        return self._pull_public(image, public, public_digest, started)
+
+    def _digest_or_none(self, name: ImageName) -> str | None:
+        try:
+            return registry_digest(self.client, name)
+        except PullFailure:
+            return None
+
+    def _progress(self, name: ImageName) -> Callable[[int, int | None], None]:
+        return progress_for(f"pull {name}", self.config.pull.progress_log_interval_s, self.out)
+
+    def _pull_lan(self, image: ImageName, public_digest: str | None, started: float) -> PullOutcome | None:
+        lan = image.on(self.config.images.registries.lan)
+        policy: LanPullPolicy = self.config.pull.lan
+        progress = self._progress(lan)
+        try:
+            with github.group(f"pull {lan} (LAN mirror)", self.env, self.out):
+                stream_pull(self.client, lan, policy.first_progress_s, policy.floor_bytes_per_s, policy.window_s,
+                            progress.update, room_check=self._room_check())
+        except PullFailure as failure:
+            progress.close()
+            self._report_lan_failure(lan, failure.message)
+            return None
+        progress.close()
+        pulled = local_image(self.client, lan)
+        lan_digest = pulled.digest_for(lan.pull_repository) if pulled else None
+        if public_digest and lan_digest != public_digest:
+            self._report_lan_failure(lan, f"digest mismatch: LAN has {lan_digest}, public has {public_digest}; using the public image")
+            self._untag(lan)
+            return None
+        tag(self.client, lan, image)
+        self._untag(lan)
+        return PullOutcome(image, "lan", lan.registry, lan_digest, pulled.size if pulled else 0, time.monotonic() - started, 1)
+
+    def _report_lan_failure(self, lan: ImageName, message: str) -> None:
+        print(f"LAN pull of {lan} failed; falling back to {self.config.images.registries.public}", file=self.err, flush=True)
+        for line in message.splitlines() or [""]:
+            print(f"[local-pull] {line}", file=self.err, flush=True)
+
+    def _untag(self, name: ImageName) -> None:
+        try:
+            self.client.api.remove_image(str(name), noprune=True)
+        except docker.errors.APIError:
+            pass
+
+    def _pull_public(self, image: ImageName, public: ImageName, public_digest: str | None, started: float) -> PullOutcome:
+        policy = self.config.pull.public
+        retrying = self._retrying(policy, f"pull {public}")
+
+        def attempt() -> None:
+            progress = self._progress(public)
+            try:
+                with github.group(f"pull {public} (attempt)", self.env, self.out):
+                    stream_pull(self.client, public, policy.stall_s, None, policy.stall_s, progress.update,
+                                room_check=self._room_check())
+            finally:
+                progress.close()
+
+        try:
+            retrying(attempt)
+        except PullFailure as failure:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            why = {"not-found": "not found (not retried)", "unauthorized": "unauthorized or denied (not retried)",
+                   "disk": "out of disk (not retried)",
+                   "unknown": "unclassified error (not retried)"}.get(failure.kind, f"gave up after {attempts} attempt(s)")
+            raise ToolFailure(f"pull of {public} failed: {why}: {failure.message}") from None
+        attempts = retrying.statistics.get("attempt_number", 1)
+        if public.registry:
+            tag(self.client, public, image)
+            self._untag(public)
+        pulled = local_image(self.client, image)
+        digest = (pulled.digest_for(public.pull_repository) if pulled else None) or public_digest
+        return PullOutcome(image, "public", public.registry or "docker.io", digest, pulled.size if pulled else 0,
+                           time.monotonic() - started, attempts)
+
+    def _room_check(self) -> Callable[[int], str | None]:
+        """Once the layer sizes are known: fail early when the Docker data root cannot hold the
+        rest of the download plus the configured headroom. Checked at most once a second."""
+        root = self.client.info().get("DockerRootDir") or "/var/lib/docker"
+        headroom = self.config.pull.disk_headroom_bytes
+        last = [0.0]
+
+        def check(remaining: int) -> str | None:
+            now = time.monotonic()
+            if now - last[0] < 1.0 or not os.path.isdir(root):  # a remote engine's disk is not ours to see
+                return None
+            last[0] = now
+            free = shutil.disk_usage(root).free
+            if free < remaining + headroom:
+                return (f"not enough disk: {human_bytes(free)} free in {root}, need {human_bytes(remaining)} "
+                        f"still to download + {human_bytes(headroom)} headroom")
+            return None
+
+        return check
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def pull_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec | None,
+               image: str | None, rocm: str | None, today: dt.date) -> PullOutcome:
+    """`invoke pull-image`: the named image, or the newest nightly for the arch, LAN first."""
+    puller = Puller(config, client, env)
+    if image is None and arch is None:
+        raise UserError("pull-image needs an arch or an image")
+    name = parse_image_name(image) if image else puller.resolve(candidate_images(config.images, arch, today, rocm))
+    outcome = puller.pull(name)
+    puller.say(outcome.summary())
+    return outcome

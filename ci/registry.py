@@ -1,0 +1,121 @@
+"""Docker daemon adapter for images: the client, local lookups, registry digests through the
+daemon's distribution endpoint, login, and classification of the daemon's pull errors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.auth
+import docker.errors
+import requests
+
+from ci.errors import ToolFailure
+from ci.images import DOCKER_HUB, ImageName
+
+# The daemon's error texts for failures a retry cannot fix...
+_FATAL = re.compile(
+    r"manifest unknown|not found|name unknown|repository does not exist|pull access denied|"
+    r"unauthorized|authentication required|denied|no basic auth credentials|incorrect username or password|"
+    r"invalid reference format",
+    re.IGNORECASE,
+)
+# ...and for those that can pass on a retry: rate limits, 5xx, connection trouble, timeouts.
+_TRANSIENT = re.compile(
+    r"toomanyrequests|too many requests|\b429\b|unexpected HTTP status: 5\d\d|\b50[0234]\b|unavailable|"
+    r"timeout|timed out|deadline exceeded|connection refused|connection reset|broken pipe|\bEOF\b|"
+    r"no route to host|network is unreachable|temporary failure|TLS handshake|i/o timeout|no progress|slower than",
+    re.IGNORECASE,
+)
+
+
+class PullFailure(Exception):
+    """A pull that did not succeed; `retryable` says whether trying again can help."""
+
+    def __init__(self, message: str, retryable: bool, kind: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.kind = kind  # not-found | unauthorized | transient | stalled | disk | unknown
+
+
+def classify(message: str) -> PullFailure:
+    """Fatal first: a 404 or 401 must never be retried for 12 minutes as the old script did."""
+    text = " ".join(message.split())
+    if _FATAL.search(text):
+        kind = "unauthorized" if re.search(r"unauthori|authentication|denied|credentials|password", text, re.I) else "not-found"
+        return PullFailure(text, False, kind)
+    if _TRANSIENT.search(text):
+        return PullFailure(text, True, "transient")
+    return PullFailure(text, False, "unknown")
+
+
+def connect(timeout_s: float) -> docker.DockerClient:
+    """A client for the local engine; its timeout bounds every call except pulls (ours to bound)."""
+    try:
+        client = docker.from_env(timeout=int(max(1, timeout_s)))
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise ToolFailure(f"cannot reach the Docker Engine: {exc}") from None
+    except requests.RequestException as exc:
+        raise ToolFailure(f"cannot reach the Docker Engine: {exc}") from None
+
+
+def auth_header(client: docker.DockerClient, registry: str | None) -> str | None:
+    """The X-Registry-Auth header for a registry we logged in to (the SDK keeps it in memory)."""
+    return docker.auth.get_config_header(client.api, None if registry in (None, *DOCKER_HUB) else registry)
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    id: str
+    repo_digests: tuple[str, ...]
+    size: int
+
+    def digest_for(self, repository: str) -> str | None:
+        for entry in self.repo_digests:
+            repo, _, digest = entry.partition("@")
+            if repo == repository or repo.removeprefix("docker.io/") == repository:
+                return digest
+        return None
+
+    @property
+    def any_digest(self) -> str | None:
+        return self.repo_digests[0].partition("@")[2] if self.repo_digests else None
+
+    def has_digest(self, digest: str) -> bool:
+        return any(entry.endswith("@" + digest) for entry in self.repo_digests)
+
+
+def local_image(client: docker.DockerClient, name: ImageName | str) -> LocalImage | None:
+    try:
+        attrs: dict[str, Any] = client.api.inspect_image(str(name))
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as exc:
+        if exc.status_code == 404:
+            return None
+        raise ToolFailure(f"cannot inspect {name}: {exc.explanation}") from None
+    return LocalImage(attrs["Id"], tuple(attrs.get("RepoDigests") or ()), int(attrs.get("Size") or 0))
+
+
+def registry_digest(client: docker.DockerClient, name: ImageName) -> str:
+    """The tag's manifest digest, asked through the daemon (the SDK's `docker manifest inspect`).
+
+    Raises PullFailure: not-found when the tag is missing, transient when the registry is unreachable."""
+    try:
+        data = client.api.inspect_distribution(str(name))  # the SDK adds our login's auth header
+    except docker.errors.APIError as exc:
+        raise classify(str(exc.explanation or exc)) from None
+    except requests.RequestException as exc:
+        raise PullFailure(f"no answer from the daemon asking {name.registry or 'docker.io'}: {exc.__class__.__name__}", True, "transient") from None
+    return data["Descriptor"]["digest"]
+
+
+def tag(client: docker.DockerClient, source: ImageName, target: ImageName) -> None:
+    if not client.api.tag(str(source), target.pull_repository, target.tag):
+        raise ToolFailure(f"could not tag {source} as {target}")
+
