@@ -24,3 +24,10 @@ def plan(c, event=None, arch=None, stage=None, image=None, rocm=None):
 def pull_image(c, arch=None, image=None, rocm=None):
     """Pull the CI image: newest nightly for the arch, LAN mirror first, public with retries."""
     cli.run(commands.pull_image_command, arch=arch, image=image, rocm=rocm)
+
+
+@task(name="mirror-image", help={"arch": "runner arch (default: detected)", "rocm": "ROCm version of the nightly",
+                                 "image": "mirror this image; skips nightly resolution"})
+def mirror_image(c, arch=None, image=None, rocm=None):
+    """Mirror the nightly image to the LAN registry (LOCAL_DOCKER_REGISTRY) and verify its digest."""
+    cli.run(commands.mirror_image_command, arch=arch, image=image, rocm=rocm)

@@ -12,7 +12,7 @@ from ci.arch import ArchResolution, resolve_arch
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
 from ci.errors import UserError
-from ci.images import parse_image_name
+from ci.images import check_rocm, parse_image_name
 from ci.plan import build_plan, render_plan
 from ci.routing import arch_for_event, render_route, route, route_outputs
 
@@ -76,13 +76,25 @@ def arch_names() -> list[str]:
 
 def pull_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
     """`invoke pull-image`: resolve (unless --image) and pull, LAN mirror first."""
+    _image_operation(pull.pull_image, arch, image, rocm)
+    return 0
+
+
+def mirror_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
+    """`invoke mirror-image`: pull from public, push to the LAN registry, verify the digest."""
+    _image_operation(pull.mirror_image, arch, image, rocm)
+    return 0
+
+
+def _image_operation(operation, arch: str | None, image: str | None, rocm: str | None):
     config = load_config()
     if image:
         parse_image_name(image)  # bad input fails before any Docker call
+    else:
+        check_rocm(config.images, rocm)
     spec = None if image else _resolve(config, arch).arch
     client = registry.connect(config.pull.probe_timeout_s)
-    pull.pull_image(config, client, _env(), spec, image, rocm, _today())
-    return 0
+    return operation(config, client, _env(), spec, image, rocm, _today())
 
 
 def _today() -> dt.date:

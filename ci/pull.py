@@ -23,7 +23,8 @@ from ci.config import ArchSpec, Config, LanPullPolicy, RetryPolicy
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName, candidate_images, parse_image_name
 from ci.progress import human_bytes, progress_for
-from ci.registry import PullFailure, auth_header, classify, local_image, registry_digest, tag
+from ci.registry import (PullFailure, auth_header, classify, local_image, registry_digest,
+                         release_daemon_connections, tag)
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -218,7 +219,8 @@ class Puller:
 
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=tenacity.wait_exponential_jitter(initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=policy.jitter_s),
+            wait=tenacity.wait_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
+            + tenacity.wait_random(0, policy.jitter_s),
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, PullFailure) and e.retryable),
             before_sleep=before_sleep,
             sleep=self.sleep,
@@ -291,7 +293,8 @@ class Puller:
                             progress.update, room_check=self._room_check())
         except PullFailure as failure:
             progress.close()
-            self._report_lan_failure(lan, failure.message)
+            note = release_daemon_connections(lan.registry) if failure.kind == "stalled" else None
+            self._report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
             return None
         progress.close()
         pulled = local_image(self.client, lan)
@@ -300,8 +303,7 @@ class Puller:
             self._report_lan_failure(lan, f"digest mismatch: LAN has {lan_digest}, public has {public_digest}; using the public image")
             self._untag(lan)
             return None
-        tag(self.client, lan, image)
-        self._untag(lan)
+        tag(self.client, lan, image)  # the LAN name stays: its RepoDigest records where the bytes came from
         return PullOutcome(image, "lan", lan.registry, lan_digest, pulled.size if pulled else 0, time.monotonic() - started, 1)
 
     def _report_lan_failure(self, lan: ImageName, message: str) -> None:
@@ -339,7 +341,6 @@ class Puller:
         attempts = retrying.statistics.get("attempt_number", 1)
         if public.registry:
             tag(self.client, public, image)
-            self._untag(public)
         pulled = local_image(self.client, image)
         digest = (pulled.digest_for(public.pull_repository) if pulled else None) or public_digest
         return PullOutcome(image, "public", public.registry or "docker.io", digest, pulled.size if pulled else 0,
@@ -366,6 +367,46 @@ class Puller:
         return check
 
 
+    # Mirror -----------------------------------------------------------------------------------
+    def mirror(self, image: ImageName) -> str:
+        """Pull from public, retag to the LAN registry, push, and verify the pushed digest."""
+        lan_registry = self.config.images.registries.lan
+        if not lan_registry:
+            raise UserError("mirror-image needs a LAN registry: set LOCAL_DOCKER_REGISTRY")
+        image = image.plain
+        public = image.on(self.config.images.registries.public)
+        self.login_public()
+        source_digest = self._digest_or_none(public)
+        present = local_image(self.client, image)
+        if not (present and source_digest and present.has_digest(source_digest)):
+            self._pull_public(image, public, source_digest, time.monotonic())
+        source_digest = source_digest or (local_image(self.client, image) or present).digest_for(public.pull_repository)
+        lan = image.on(lan_registry)
+        tag(self.client, image, lan)
+        try:
+            pushed = self._push(lan)
+        finally:
+            self._untag(lan)
+        if source_digest and pushed != source_digest:
+            raise ToolFailure(f"mirror of {image} to {lan_registry} has digest {pushed}, source has {source_digest}")
+        self.say(f"mirrored {image} to {lan} digest={pushed} (matches the source)" if source_digest
+                 else f"mirrored {image} to {lan} digest={pushed} (source digest unknown)")
+        return pushed
+
+    def _push(self, name: ImageName) -> str:
+        digest = None
+        try:
+            for event in self.client.api.push(name.pull_repository, name.tag, stream=True, decode=True):
+                if event.get("error") or event.get("errorDetail"):
+                    raise ToolFailure(f"push of {name} failed: {event.get('error') or event['errorDetail'].get('message')}")
+                digest = (event.get("aux") or {}).get("Digest", digest)
+        except docker.errors.APIError as exc:
+            raise ToolFailure(f"push of {name} failed: {exc.explanation}") from None
+        if not digest:
+            raise ToolFailure(f"push of {name} reported no digest")
+        return digest
+
+
 def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -380,3 +421,13 @@ def pull_image(config: Config, client: docker.DockerClient, env: Mapping[str, st
     outcome = puller.pull(name)
     puller.say(outcome.summary())
     return outcome
+
+
+def mirror_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec | None,
+                 image: str | None, rocm: str | None, today: dt.date) -> str:
+    """`invoke mirror-image`: the nightly publish's push to the LAN registry, verified by digest."""
+    puller = Puller(config, client, env)
+    if image is None and arch is None:
+        raise UserError("mirror-image needs an arch or an image")
+    name = parse_image_name(image) if image else puller.resolve(candidate_images(config.images, arch, today, rocm))
+    return puller.mirror(name)

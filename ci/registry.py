@@ -4,6 +4,9 @@ daemon's distribution endpoint, login, and classification of the daemon's pull e
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,3 +122,33 @@ def tag(client: docker.DockerClient, source: ImageName, target: ImageName) -> No
     if not client.api.tag(str(source), target.pull_repository, target.tag):
         raise ToolFailure(f"could not tag {source} as {target}")
 
+
+
+def release_daemon_connections(registry: str) -> str:
+    """Close the engine's TCP connections to a registry that stalled mid-layer.
+
+    Closing our request cancels the pull, but the daemon's blob read on a stalled connection
+    cannot be cancelled, and every later pull of the same layer digest (from any registry) waits
+    for that transfer to end: the fallback would hang too. `ss -K` (iproute2, needs
+    CAP_NET_ADMIN) destroys those sockets; the daemon's own transfer then fails and is dropped.
+    Other pulls from the same mirror at that moment lose their connection and are retried by
+    the daemon. Returns a line saying what was done."""
+    host, _, port = registry.rpartition(":") if registry.rsplit(":", 1)[-1].isdigit() else (registry, "", "")
+    host = host.strip("[]")
+    ports = [port] if port else ["443", "80"]
+    try:
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except OSError as exc:
+        return f"could not resolve {host} to release stalled connections: {exc.strerror}"
+    ss = shutil.which("ss")
+    if ss is None:
+        return "ss (iproute2) not found: the engine may keep a stalled connection to the mirror"
+    killed = 0
+    for address in addresses:
+        for each_port in ports:
+            done = subprocess.run([ss, "-K", "-tnH", "dst", address, "dport", "=", each_port],
+                                  capture_output=True, text=True, timeout=10, check=False)
+            if done.returncode != 0:
+                return f"ss -K failed ({done.stderr.strip() or done.returncode}): the engine may keep a stalled connection"
+            killed += len([line for line in done.stdout.splitlines() if line.strip()])
+    return f"released {killed} stalled engine connection(s) to {registry}"

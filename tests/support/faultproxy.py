@@ -17,6 +17,7 @@ class Fault:
     bytes_per_s: float = 0.0
     status: int = 503
     status_times: int = 0  # how many requests get `status` before passing through
+    match: bytes = b""  # only requests whose first line contains this get `status`
 
     @property
     def body(self) -> bytes:
@@ -84,7 +85,7 @@ class FaultProxy:
         if fault.mode == "status":
             with self._lock:
                 self.requests_seen += 1
-                inject = self.statuses_sent < fault.status_times
+                inject = self.statuses_sent < fault.status_times and fault.match in head.split(b"\r\n", 1)[0]
                 if inject:
                     self.statuses_sent += 1
             if inject:
@@ -102,9 +103,17 @@ class FaultProxy:
             return
         self._sockets.append(upstream)
         if head:
-            upstream.sendall(head)
+            upstream.sendall(self._one_request_per_connection(head))
         threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
         self._pipe(upstream, client, True)
+
+    @staticmethod
+    def _one_request_per_connection(head: bytes) -> bytes:
+        """Ask upstream to close after this response, so the next request comes on a new
+        connection and is seen (and maybe answered) by the proxy too."""
+        top, sep, rest = head.partition(b"\r\n\r\n")
+        lines = [line for line in top.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+        return b"\r\n".join(lines + [b"Connection: close"]) + sep + rest
 
     @staticmethod
     def _send_quietly(sock: socket.socket, data: bytes) -> None:
