@@ -4,6 +4,7 @@ can help, credentials only through the SDK, and one summary line at the end."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -262,17 +263,22 @@ class Puller:
         registries = self.config.images.registries
         public = image.on(registries.public)
         self.login_public()
-        public_digest = self._digest_or_none(public)
         present = local_image(self.client, image)
-        if present and (public_digest is None or present.has_digest(public_digest)):
-            digest = public_digest or present.any_digest
-            self.say(f"{image} is already present locally" + (" at the registry's digest" if public_digest else ""))
-            return PullOutcome(image, "local", None, digest, present.size, time.monotonic() - started, 0)
-        if registries.lan:
-            outcome = self._pull_lan(image, public_digest, started)
-            if outcome:
-                return outcome
-        return self._pull_public(image, public, public_digest, started)
+        # The public digest is needed up front only to judge a local copy; otherwise it is asked
+        # for while the LAN pull runs, and waited for only to check the LAN image's integrity.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            public_digest_future = pool.submit(self._digest_or_none, public)
+            if present:
+                public_digest = public_digest_future.result()
+                if public_digest is None or present.has_digest(public_digest):
+                    digest = public_digest or present.any_digest
+                    self.say(f"{image} is already present locally" + (" at the registry's digest" if public_digest else ""))
+                    return PullOutcome(image, "local", None, digest, present.size, time.monotonic() - started, 0)
+            if registries.lan:
+                outcome = self._pull_lan(image, public_digest_future.result, started)
+                if outcome:
+                    return outcome
+            return self._pull_public(image, public, public_digest_future.result(), started)
 
     def _digest_or_none(self, name: ImageName) -> str | None:
         try:
@@ -283,7 +289,7 @@ class Puller:
     def _progress(self, name: ImageName) -> Callable[[int, int | None], None]:
         return progress_for(f"pull {name}", self.config.pull.progress_log_interval_s, self.out)
 
-    def _pull_lan(self, image: ImageName, public_digest: str | None, started: float) -> PullOutcome | None:
+    def _pull_lan(self, image: ImageName, public_digest_of: Callable[[], str | None], started: float) -> PullOutcome | None:
         lan = image.on(self.config.images.registries.lan)
         policy: LanPullPolicy = self.config.pull.lan
         progress = self._progress(lan)
@@ -299,6 +305,7 @@ class Puller:
         progress.close()
         pulled = local_image(self.client, lan)
         lan_digest = pulled.digest_for(lan.pull_repository) if pulled else None
+        public_digest = public_digest_of()
         if public_digest and lan_digest != public_digest:
             self._report_lan_failure(lan, f"digest mismatch: LAN has {lan_digest}, public has {public_digest}; using the public image")
             self._untag(lan)
