@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -168,6 +169,34 @@ def test_lan_crawling_under_the_floor_falls_back_after_the_window(world):
     assert "slower than the floor" in lines[1]
 
 
+def test_plain_progress_lines_in_a_log(world):
+    proxy = FaultProxy(world.lan.port, Fault(mode="throttle", bytes_per_s=4_000_000))
+    try:
+        p, out, _, _ = puller(world, proxy.address)
+        p.pull(IMAGE)
+    finally:
+        proxy.close()
+    progress = [line for line in out.getvalue().splitlines() if line.startswith(f"pull {proxy.address}/rocm/sgl-dev:{TAG}: ")]
+    assert len(progress) >= 2, out.getvalue()
+    assert re.search(r": [0-9.]+ MiB of [0-9.]+ MiB$", progress[-1])
+
+
+def test_rate_limited_login_is_retried_not_turned_into_anonymous_pulls(world):
+    # The daemon's login pings /v2/ unauthenticated (for the challenge), then with credentials:
+    # the second answers 429, as a rate-limited registry would.
+    proxy = FaultProxy(world.public.port, Fault(mode="status", status=429, status_times=1, match=b"GET /v2/ ", pass_first=1))
+    try:
+        p, out, err, waits = puller(world, None, public=proxy.address)
+        outcome = p.pull(IMAGE)
+    finally:
+        proxy.close()
+    assert proxy.statuses_sent == 1 and len(waits) >= 1
+    assert "login: attempt 1/2 failed" in out.getvalue()
+    assert f"logged in to {proxy.address} as {USER}" in out.getvalue()
+    assert "warning" not in err.getvalue()
+    assert outcome.source == "public"
+
+
 def test_lan_digest_mismatch_uses_the_public_image(docker, world, tmp_path):
     other = start_registry(tmp_path / "other-lan")
     try:
@@ -190,12 +219,13 @@ def test_public_transient_errors_are_retried_with_backoff(world, status):
     proxy = FaultProxy(world.lan.port, Fault(mode="status", status=status, status_times=6,
                                              match=f"/v2/rocm/sgl-dev/manifests/{TAG} ".encode()))
     try:
-        p, out, _, waits = puller(world, None, public=proxy.address, DOCKERHUB_AMD_TOKEN="")
+        p, out, err, waits = puller(world, None, public=proxy.address, DOCKERHUB_AMD_TOKEN="")
         outcome = p.pull(IMAGE)
     finally:
         proxy.close()
     assert outcome.source == "public"
     assert outcome.attempts == 3 and proxy.statuses_sent == 6
+    assert "[local-pull]" not in err.getvalue()  # no LAN configured: straight to public
     assert len(waits) == outcome.attempts - 1 and all(0 < w <= 1.1 for w in waits)
     assert "retrying in" in out.getvalue()
 
@@ -333,6 +363,7 @@ def test_canary_token_never_appears_in_output_argv_or_errors(world, tmp_path):
         watcher.join()
     assert ok.code == 0, ok.err
     assert bad.code == 1
+    assert "::group::pull" in ok.out and "::endgroup::" in ok.out
     assert seen == [], "the token was in a process's argv"
     for done in (ok, bad):
         lines = (done.out + done.err).splitlines()

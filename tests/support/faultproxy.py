@@ -18,6 +18,7 @@ class Fault:
     status: int = 503
     status_times: int = 0  # how many requests get `status` before passing through
     match: bytes = b""  # only requests whose first line contains this get `status`
+    pass_first: int = 0  # let this many matching requests through before answering `status`
 
     @property
     def body(self) -> bytes:
@@ -37,6 +38,7 @@ class FaultProxy:
     port: int = 0
     requests_seen: int = 0
     statuses_sent: int = 0
+    matched: int = 0
     downstream_bytes: int = 0
 
     def __post_init__(self) -> None:
@@ -85,7 +87,9 @@ class FaultProxy:
         if fault.mode == "status":
             with self._lock:
                 self.requests_seen += 1
-                inject = self.statuses_sent < fault.status_times and fault.match in head.split(b"\r\n", 1)[0]
+                matches = fault.match in head.split(b"\r\n", 1)[0]
+                self.matched += matches
+                inject = matches and self.matched > fault.pass_first and self.statuses_sent < fault.status_times
                 if inject:
                     self.statuses_sent += 1
             if inject:
