@@ -418,14 +418,21 @@ def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+def target_image(puller: Puller, arch: ArchSpec | None, image: str | None, rocm: str | None,
+                 today: dt.date) -> ImageName:
+    """The image a task works on: the one named, or the newest nightly that exists for the arch."""
+    if image:
+        return parse_image_name(image)
+    if arch is None:
+        raise UserError("give an arch or an image")
+    return puller.resolve(candidate_images(puller.config.images, arch, today, rocm))
+
+
 def pull_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec | None,
                image: str | None, rocm: str | None, today: dt.date) -> PullOutcome:
     """`invoke pull-image`: the named image, or the newest nightly for the arch, LAN first."""
     puller = Puller(config, client, env)
-    if image is None and arch is None:
-        raise UserError("pull-image needs an arch or an image")
-    name = parse_image_name(image) if image else puller.resolve(candidate_images(config.images, arch, today, rocm))
-    outcome = puller.pull(name)
+    outcome = puller.pull(target_image(puller, arch, image, rocm, today))
     puller.say(outcome.summary())
     return outcome
 
@@ -434,7 +441,4 @@ def mirror_image(config: Config, client: docker.DockerClient, env: Mapping[str, 
                  image: str | None, rocm: str | None, today: dt.date) -> str:
     """`invoke mirror-image`: the nightly publish's push to the LAN registry, verified by digest."""
     puller = Puller(config, client, env)
-    if image is None and arch is None:
-        raise UserError("mirror-image needs an arch or an image")
-    name = parse_image_name(image) if image else puller.resolve(candidate_images(config.images, arch, today, rocm))
-    return puller.mirror(name)
+    return puller.mirror(target_image(puller, arch, image, rocm, today))
