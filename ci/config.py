@@ -4,6 +4,7 @@ and only here (LOCAL_DOCKER_REGISTRY, PUBLIC_DOCKER_REGISTRY, SGL_CI_CONFIG_OVER
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 import string
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
 from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Document, build, parse_yaml, read_yaml
@@ -135,6 +136,31 @@ class StageSpec:
         return int(-(-(self.timeout_for(arch) + self.job_setup_minutes) // 1))
 
 
+# --- thresholds.yaml -------------------------------------------------------------------------
+BoundValue = Union[float, Mapping[Union[int, str], float]]  # one bound, or bounds keyed by `by`
+
+
+@dataclass(frozen=True)
+class MetricBound:
+    kind: Literal["min", "max"]
+    default: BoundValue
+    unit: str = ""
+    by: str | None = None
+    amd: BoundValue | None = None
+    arch: Mapping[str, BoundValue] = field(default_factory=lambda: EMPTY)
+
+
+# --- known_issues.yaml -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class KnownIssue:
+    test: str  # a pytest node id; * and ? are globs
+    arches: Annotated[tuple[str, ...], NON_EMPTY]
+    mode: Literal["skip", "xfail"]
+    reason: str
+    link: str
+    expires: dt.date | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     arches: Mapping[str, ArchSpec]
@@ -143,6 +169,8 @@ class Config:
     images: ImageConfig
     pull: PullConfig
     stages: Mapping[str, StageSpec]
+    thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
+    known_issues: tuple[KnownIssue, ...] = ()
     source: Path = DEFAULT_CONFIG_DIR
 
     def arch(self, name: str) -> ArchSpec:
@@ -164,6 +192,8 @@ FILES: dict[str, tuple[str, Any]] = {
     "images": ("images.yaml", ImageConfig),
     "pull": ("pull.yaml", PullConfig),
     "stages": ("stages.yaml", Mapping[str, StageSpec]),
+    "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
+    "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -188,6 +218,8 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         images=built["images"],
         pull=built["pull"],
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
+        thresholds=built["thresholds"],
+        known_issues=built["known_issues"],
         source=directory,
     )
     _cross_check(config, docs)
@@ -250,6 +282,11 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     for name, arch in config.arches.items():
         if "{gpus}" not in arch.pool.label:
             raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
+    _check_thresholds(config, docs["thresholds"], allowed)
+    for index, issue in enumerate(config.known_issues):
+        for arch in issue.arches:
+            if arch not in config.arches:
+                raise docs["known_issues"].fail((index, "arches"), f"unknown arch {arch!r} ({allowed})")
     try:
         re.compile(config.detection.runner_name_pattern)
     except re.error as exc:
@@ -257,3 +294,18 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     if "token" not in re.compile(config.detection.runner_name_pattern).groupindex:
         raise docs["arches"].fail(("detection", "runner_name_pattern"), "needs a named group (?P<token>...)")
 
+
+
+def _check_thresholds(config: Config, doc: Document, allowed: str) -> None:
+    for test, metrics in config.thresholds.items():
+        for metric, bound in metrics.items():
+            where = (test, metric)
+            for arch in bound.arch:
+                if arch not in config.arches:
+                    raise doc.fail(where + ("arch", arch), f"unknown arch {arch!r} ({allowed})")
+            values = [bound.default, bound.amd, *bound.arch.values()]
+            keyed = [isinstance(v, Mapping) for v in values if v is not None]
+            if bound.by and not all(keyed):
+                raise doc.fail(where, f"has by: {bound.by}, so every bound must be a mapping of {bound.by} values")
+            if not bound.by and any(keyed):
+                raise doc.fail(where, "a bound given per parameter value needs `by: <parameter>`")

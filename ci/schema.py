@@ -4,6 +4,7 @@ path of every mistake. The config loader is the only user; nothing else sees raw
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import types
 import typing
 from collections.abc import Mapping
@@ -167,6 +168,13 @@ def _convert(kind: Any, value: Any, doc: Document, path: KeyPath) -> Any:
         return tuple(build(item_kind, item, doc, path + (i,)) for i, item in enumerate(value))
     if kind is Any:
         return value
+    if kind is dt.date:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise doc.fail(path, f"must be a date (YYYY-MM-DD), got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind in (int, float) and isinstance(value, bool):

@@ -75,3 +75,6 @@ def docker_client():
 @pytest.fixture(scope="session")
 def docker():
     return docker_client()
+
+
+pytest_plugins = ["pytester"]
