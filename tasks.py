@@ -31,3 +31,36 @@ def pull_image(c, arch=None, image=None, rocm=None):
 def mirror_image(c, arch=None, image=None, rocm=None):
     """Mirror the nightly image to the LAN registry (LOCAL_DOCKER_REGISTRY) and verify its digest."""
     cli.run(commands.mirror_image_command, arch=arch, image=image, rocm=rocm)
+
+
+@task(name="start-container", help={"arch": "runner arch (default: detected)", "variant": "default | disagg",
+                                    "image": "image (default: newest nightly, pulled LAN first)",
+                                    "gpu_clean": "run GPU hygiene first (default: yes)"})
+def start_container(c, arch=None, variant="default", image=None, gpu_clean=True):
+    """Start the CI container with the ROCm devices, groups, mounts and env from config."""
+    cli.run(commands.start_container_command, arch=arch, variant=variant, image=image, gpu_clean=gpu_clean)
+
+
+@task(name="exec", help={"arch": "runner arch (default: detected)"})
+def exec_(c, arch=None):
+    """Run the command after -- in the CI container with the CI env; exits with its exit code."""
+    cli.run(commands.exec_command, c.remainder, arch=arch)
+
+
+@task(name="stop-container")
+def stop_container(c):
+    """Stop the CI container: SIGINT to its processes, a grace period, stop, remove."""
+    cli.run(commands.stop_container_command)
+
+
+@task(name="gpu-clean")
+def gpu_clean(c):
+    """Stop stale GPU containers, kill processes holding GPU devices, check VRAM."""
+    cli.run(commands.gpu_clean_command)
+
+
+@task(name="kernel-tests", help={"arch": "runner arch (default: detected)",
+                                 "host": "run on this host instead of in the container"})
+def kernel_tests(c, arch=None, host=False):
+    """pytest on sgl_kernel_tests/ with arch-aware known issues and JUnit XML; -- passes pytest args."""
+    cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host)

@@ -18,7 +18,7 @@ def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except UserError as exc:
         _die(f"error: {exc}", UserError.exit_code)
     except ToolFailure as exc:
-        _die(f"failed: {exc}", ToolFailure.exit_code)
+        _die(f"failed: {exc}", ToolFailure.exit_code, whole=True)  # may carry a table
     except KeyboardInterrupt:
         _die("interrupted", 130)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:
@@ -26,9 +26,9 @@ def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return result
 
 
-def _die(line: str, code: int) -> NoReturn:
+def _die(text: str, code: int, whole: bool = False) -> NoReturn:
     sys.stdout.flush()
-    print(line.splitlines()[0] if line else line, file=sys.stderr, flush=True)
+    print(text if whole or not text else text.splitlines()[0], file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 

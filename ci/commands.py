@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 
-from ci import github, pull, registry
+from ci import container, github, gpu, pull, registry
 from ci.arch import ArchResolution, resolve_arch
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
-from ci.errors import UserError
+from ci.errors import ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
 from ci.plan import build_plan, render_plan
 from ci.routing import arch_for_event, render_route, route, route_outputs
@@ -99,3 +103,90 @@ def _image_operation(operation, arch: str | None, image: str | None, rocm: str |
 
 def _today() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
+
+
+# --- containers -------------------------------------------------------------------------------
+def _containers(config: Config) -> container.Containers:
+    return container.Containers(registry.connect(config.pull.probe_timeout_s), config.container)
+
+
+def _local_or_pulled(config: Config, client, arch, image: str | None) -> str:
+    """The image to start: one named and present, else pulled (LAN first) as pull-image would."""
+    if image:
+        name = parse_image_name(image)
+        if registry.local_image(client, name) is not None:
+            return str(name)
+    return str(pull.pull_image(config, client, _env(), arch, image, None, _today()).image)
+
+
+def start_container_command(arch: str | None = None, variant: str = "default", image: str | None = None,
+                            gpu_clean: bool = True) -> int:
+    """`invoke start-container`: GPU hygiene, then the CI container with everything from config."""
+    config = load_config()
+    if variant != "default" and variant not in config.container.variants:
+        raise UserError(f"unknown variant {variant!r} (allowed: default, {', '.join(config.container.variants)})")
+    if image:
+        parse_image_name(image)
+    spec_arch = _resolve(config, arch).arch
+    containers = _containers(config)
+    if gpu_clean:
+        gpu.gpu_clean(config.container, containers.client, sys.stdout)
+    name = _local_or_pulled(config, containers.client, spec_arch, image)
+    spec = container.build_spec(config.container, spec_arch, variant, name, container.HostView(_env()))
+    containers.start(spec, _env())
+    return 0
+
+
+def exec_command(remainder: str, arch: str | None = None) -> int:
+    """`invoke exec -- CMD...`: run in the container with the CI env; returns its exit code."""
+    argv = container.split_remainder(remainder)
+    config = load_config()
+    containers = _containers(config)
+    running = containers.find()
+    started_for = running.labels.get(f"{container.LABEL}.arch") if running is not None and not arch else None
+    spec_arch = config.arch(started_for) if started_for else _resolve(config, arch).arch  # the container's own arch
+    return container.exec_with_retry(containers, spec_arch, argv)
+
+
+def stop_container_command() -> int:
+    """`invoke stop-container`: SIGINT, grace, stop, remove. Nothing to stop is not an error."""
+    config = load_config()
+    containers = _containers(config)
+    if not containers.stop():
+        print(f"no container {config.container.name} to stop")
+    return 0
+
+
+def gpu_clean_command() -> int:
+    """`invoke gpu-clean`: stale containers and device holders gone, VRAM checked."""
+    config = load_config()
+    client = None
+    try:
+        client = registry.connect(config.pull.probe_timeout_s)
+    except ToolFailure as exc:
+        print(f"no Docker Engine ({exc}); cleaning host processes only")
+    gpu.gpu_clean(config.container, client, sys.stdout)
+    return 0
+
+
+def kernel_tests_command(remainder: str = "", arch: str | None = None, host: bool = False) -> int:
+    """`invoke kernel-tests`: pytest on sgl_kernel_tests with known issues for the arch, JUnit XML."""
+    pytest_args = shlex.split(remainder) if remainder else []
+    config = load_config()
+    spec_arch = _resolve(config, arch).arch
+    reports = config.container.reports_dir
+    if host:
+        workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+        (workspace / reports).mkdir(parents=True, exist_ok=True)
+        tests = container.TOOLKIT / "sgl_kernel_tests"
+        argv = [sys.executable, "-m", "pytest", "-c", str(tests / "pytest.ini"), str(tests), "-p", "ci.known_issues",
+                "--sgl-arch", spec_arch.name, f"--junitxml={workspace / reports / 'kernel-tests.xml'}", *pytest_args]
+        env = {**_env(), **container.exec_env(config.container, spec_arch),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(container.TOOLKIT), _env().get("PYTHONPATH")]))}
+        return subprocess.run(argv, env=env, check=False).returncode
+    target = f"{config.container.workdir}/{reports}/kernel-tests.xml"
+    argv = ["python3", "-m", "pytest", "-c", "/sgl-ci/sgl_kernel_tests/pytest.ini", "/sgl-ci/sgl_kernel_tests",
+            "-p", "ci.known_issues", "--sgl-arch", spec_arch.name,
+            f"--junitxml={target}", *pytest_args]
+    containers = _containers(config)
+    return containers.exec(argv, container.exec_env(config.container, spec_arch), config.container.workdir)

@@ -136,6 +136,83 @@ class StageSpec:
         return int(-(-(self.timeout_for(arch) + self.job_setup_minutes) // 1))
 
 
+# --- container.yaml --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceSpec:
+    path: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    source: str  # a host path, or $WORKSPACE / $TOOLKIT
+    target: str
+    read_only: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    privileged: bool = False
+    network: str | None = None
+    ipc: str | None = None
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: EMPTY)
+    cap_add: tuple[str, ...] = ()
+    group_add: tuple[str, ...] = ()
+    devices: tuple[DeviceSpec, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    workdir: str
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    offline_retry: bool = True
+    no_retry_exit_codes: tuple[int, ...] = (0, 1, 137, 255)
+
+
+@dataclass(frozen=True)
+class StopSpec:
+    sigint_grace_s: NonNegativeFloat = 10.0
+    stop_timeout_s: NonNegativeFloat = 60.0
+
+
+@dataclass(frozen=True)
+class HygieneSpec:
+    rounds: PositiveInt = 3
+    interval_s: NonNegativeFloat = 30.0
+    term_grace_s: NonNegativeFloat = 5.0
+    vram_threshold_pct: Annotated[float, NON_NEGATIVE] = 6.0
+    device_globs: tuple[str, ...] = ("/dev/kfd", "/dev/dri/renderD*")
+    tool_timeout_s: PositiveFloat = 30.0
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    name: str
+    workdir: str
+    exec: ExecSpec
+    command: tuple[str, ...] = ("sleep", "infinity")
+    reports_dir: str = "ci-reports"
+    user: str = "root"
+    network: str = "host"
+    init: bool = True
+    shm_size: str = "32g"
+    group_add: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: EMPTY)
+    devices: tuple[DeviceSpec, ...] = ()
+    render_devices_file: str | None = None
+    render_devices_fallback: DeviceSpec | None = None
+    mounts: tuple[MountSpec, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    secret_env: tuple[str, ...] = ()
+    variants: Mapping[str, VariantSpec] = field(default_factory=lambda: EMPTY)
+    stop: StopSpec = StopSpec()
+    hygiene: HygieneSpec = HygieneSpec()
+
+
 # --- thresholds.yaml -------------------------------------------------------------------------
 BoundValue = Union[float, Mapping[Union[int, str], float]]  # one bound, or bounds keyed by `by`
 
@@ -169,6 +246,7 @@ class Config:
     images: ImageConfig
     pull: PullConfig
     stages: Mapping[str, StageSpec]
+    container: ContainerConfig | None = None
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
     known_issues: tuple[KnownIssue, ...] = ()
     source: Path = DEFAULT_CONFIG_DIR
@@ -192,6 +270,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "images": ("images.yaml", ImageConfig),
     "pull": ("pull.yaml", PullConfig),
     "stages": ("stages.yaml", Mapping[str, StageSpec]),
+    "container": ("container.yaml", ContainerConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
 }
@@ -218,6 +297,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         images=built["images"],
         pull=built["pull"],
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
+        container=built["container"],
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
         source=directory,

@@ -76,6 +76,8 @@ def world(docker, tmp_path_factory):
     yield World(lan, public, digests.pop(), override)
     lan.stop()
     public.stop()
+    for image in docker.images.list(name="*/rocm/sgl-dev") + docker.images.list(name="rocm/sgl-dev"):
+        docker.images.remove(image.id, force=True)
 
 
 @pytest.fixture(autouse=True)
