@@ -76,13 +76,11 @@ def world(docker, tmp_path_factory):
     yield World(lan, public, digests.pop(), override)
     lan.stop()
     public.stop()
-    for image in docker.images.list(name="*/rocm/sgl-dev") + docker.images.list(name="rocm/sgl-dev"):
-        docker.images.remove(image.id, force=True)
+    drop_test_images(docker)
 
 
-@pytest.fixture(autouse=True)
-def no_local_copy(docker):
-    """Each test starts with no local copy under any name, so each pull is real."""
+def drop_test_images(docker):
+    """Remove every local name of the test tag (and only of it: a developer's images stay)."""
     for image in docker.images.list(name="*/rocm/sgl-dev") + docker.images.list(name="rocm/sgl-dev"):
         for name in image.tags:
             if name.endswith(":" + TAG):
@@ -90,6 +88,12 @@ def no_local_copy(docker):
                     docker.images.remove(name, force=True)
                 except docker_errors.ImageNotFound:  # went with an earlier name of the same image
                     pass
+
+
+@pytest.fixture(autouse=True)
+def no_local_copy(docker):
+    """Each test starts with no local copy under any name, so each pull is real."""
+    drop_test_images(docker)
 
 
 def puller(world: World, lan: str | None, public: str | None = None, **extra: str) -> tuple[Puller, io.StringIO, io.StringIO, list[float]]:
