@@ -38,5 +38,10 @@ def stage_c(session, runner_arch):
 
 
 @nox.session
+def demo(session):
+    cli.run(commands.demo_command)
+
+
+@nox.session
 def tests(session):
     session.run("python", "-m", "pytest", *session.posargs)

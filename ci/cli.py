@@ -4,6 +4,7 @@ nox posargs, and the one place that turns errors into one stderr line and an exi
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -13,6 +14,8 @@ from ci.errors import ToolFailure, UserError
 
 def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call one library function; UserError -> exit 2, ToolFailure -> exit 1, both one line."""
+    for noisy in ("urllib3", "docker"):  # nox turns the root logger to DEBUG; their chatter is not ours
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = func(*args, **kwargs)
     except UserError as exc:

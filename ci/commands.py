@@ -17,7 +17,9 @@ from ci.cli import parse_stage_args
 from ci.config import Config, load_config
 from ci.errors import ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
+from ci.partition import parse_partition, read_durations
 from ci.plan import build_plan, render_plan
+from ci.stage import StageOptions, partition_label, run_stage
 from ci.routing import arch_for_event, render_route, route, route_outputs
 
 
@@ -60,18 +62,32 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     config = load_config()
     args = parse_stage_args(f"nox -s {stage.replace('-', '_')} --", posargs)
     config.stage(stage)
+    partition_arg = parse_partition(args.partition) if args.partition else None
+    if args.retries is not None and args.retries < 0:
+        raise UserError(f"--retries {args.retries}: must be >= 0")
     resolution = resolve_arch(config, flag=args.arch, env=_env())
     if resolution.arch.name != runner_arch:
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
         return 0
-    plan = build_plan(config, stage, resolution, _today(),
-                      image=args.image, rocm=args.rocm, suite=args.suite)
+    workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+    test_root = workspace / (args.test_root or config.suites.test_root)
+    durations = Path(args.durations) if args.durations else None
+    plan = build_plan(config, stage, resolution, _today(), image=args.image, rocm=args.rocm, suite=args.suite,
+                      test_root=test_root, partition_arg=partition_arg, recorded=read_durations(durations),
+                      require_tests=not args.dry_run)
     if args.dry_run:
         for line in render_plan(plan):
             print(line)
         return 0
-    raise UserError("stage execution lands with the staged-runs work; use --dry-run for the plan")
-
+    spec = config.stage(stage)
+    options = StageOptions(
+        workspace=workspace,
+        report_dir=Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan),
+        retries=spec.retries if args.retries is None else args.retries,
+        continue_on_error=args.continue_on_error,
+        durations=durations,
+    )
+    return run_stage(config, plan, options, _env(), _today())
 
 def arch_names() -> list[str]:
     """The arches nox parametrizes the stage sessions over."""
@@ -190,3 +206,10 @@ def kernel_tests_command(remainder: str = "", arch: str | None = None, host: boo
             f"--junitxml={target}", *pytest_args]
     containers = _containers(config)
     return containers.exec(argv, container.exec_env(config.container, spec_arch), config.container.workdir)
+
+
+def demo_command() -> int:
+    """`nox -s demo`: the whole path end to end on loopback (see ci.demo)."""
+    from ci import demo  # the demo's own example files and sandbox are not needed by CI runs
+
+    return demo.run_demo()

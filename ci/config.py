@@ -127,6 +127,7 @@ class StageSpec:
     timeout_minutes: Mapping[str, PositiveFloat]  # "default" plus per-arch values
     per_file_timeout_s: PositiveFloat = 1200.0
     job_setup_minutes: PositiveFloat = 30.0  # pull + container start, added for the job timeout
+    retries: Annotated[int, NON_NEGATIVE] = 0  # retries of a file whose failure looks retryable
     name: str = ""
 
     def timeout_for(self, arch: str) -> float:
@@ -213,6 +214,23 @@ class ContainerConfig:
     hygiene: HygieneSpec = HygieneSpec()
 
 
+# --- suites.yaml -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ListedFile:
+    path: str
+    est_time: PositiveFloat
+
+
+@dataclass(frozen=True)
+class SuitesConfig:
+    test_root: str = "test/registered"
+    register_function: str = "register_amd_ci"
+    extra_suites: tuple[str, ...] = ()
+    files: Mapping[str, tuple[ListedFile, ...]] = field(default_factory=lambda: EMPTY)
+    est_time_overrides: Mapping[str, Mapping[str, PositiveFloat]] = field(default_factory=lambda: EMPTY)
+    runner: Literal["auto", "unittest", "pytest"] = "auto"
+
+
 # --- thresholds.yaml -------------------------------------------------------------------------
 BoundValue = Union[float, Mapping[Union[int, str], float]]  # one bound, or bounds keyed by `by`
 
@@ -247,6 +265,7 @@ class Config:
     pull: PullConfig
     stages: Mapping[str, StageSpec]
     container: ContainerConfig | None = None
+    suites: SuitesConfig = SuitesConfig()
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
     known_issues: tuple[KnownIssue, ...] = ()
     source: Path = DEFAULT_CONFIG_DIR
@@ -255,6 +274,9 @@ class Config:
         if name not in self.arches:
             raise ConfigError(f"unknown arch {name!r} (allowed: {', '.join(self.arches)})")
         return self.arches[name]
+
+    def known_suites(self) -> list[str]:
+        return [job.suite for stage in self.stages.values() for job in stage.suites] + list(self.suites.extra_suites)
 
     def stage(self, name: str) -> StageSpec:
         key = name.replace("_", "-")
@@ -271,6 +293,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "pull": ("pull.yaml", PullConfig),
     "stages": ("stages.yaml", Mapping[str, StageSpec]),
     "container": ("container.yaml", ContainerConfig),
+    "suites": ("suites.yaml", SuitesConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
 }
@@ -298,6 +321,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         pull=built["pull"],
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
         container=built["container"],
+        suites=built["suites"],
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
         source=directory,
@@ -363,6 +387,12 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
         if "{gpus}" not in arch.pool.label:
             raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
     _check_thresholds(config, docs["thresholds"], allowed)
+    for arch in config.suites.est_time_overrides:
+        if arch not in config.arches:
+            raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
+    for suite in config.suites.files:
+        if suite not in config.known_suites():
+            raise docs["suites"].fail(("files", suite), f"unknown suite {suite!r}: add it to a stage or extra_suites")
     for index, issue in enumerate(config.known_issues):
         for arch in issue.arches:
             if arch not in config.arches:

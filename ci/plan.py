@@ -1,15 +1,32 @@
-"""What a stage run would do, as a value (pure): arch, jobs, images, timeouts. --dry-run prints it."""
+"""What a stage run would do, as a value (pure): arch, jobs, images, timeouts, and each suite's
+partitions with their files and estimated totals. --dry-run prints it."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 from ci.arch import ArchResolution
 from ci.config import Config, StageSpec
 from ci.errors import UserError
 from ci.images import ImageName, candidate_images, parse_image_name
+from ci.partition import Item, Partitioning, partition
 from ci.routing import JobRoute, stage_jobs
+from ci.suites import TestFile, discover, select
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    job: JobRoute
+    partitioning: Partitioning
+    selected: int | None  # 1-based partition to run; None: all
+    files: dict[str, TestFile]
+    disabled: tuple[TestFile, ...]
+
+    def files_to_run(self) -> list[TestFile]:
+        parts = self.partitioning.parts if self.selected is None else (self.partitioning.parts[self.selected - 1],)
+        return [self.files[item.name] for part in parts for item in part]
 
 
 @dataclass(frozen=True)
@@ -23,6 +40,9 @@ class StagePlan:
     public_registry: str
     timeout_minutes: float
     per_file_timeout_s: float
+    test_root: Path | None = None
+    suites: tuple[SuitePlan, ...] = ()
+    note: str = ""  # why suites are not listed, when they are not
 
 
 def build_plan(
@@ -33,6 +53,10 @@ def build_plan(
     image: str | None = None,
     rocm: str | None = None,
     suite: str | None = None,
+    test_root: Path | None = None,
+    partition_arg: tuple[int, int] | None = None,
+    recorded: dict[str, float] | None = None,
+    require_tests: bool = False,
 ) -> StagePlan:
     spec = config.stage(stage)
     jobs = stage_jobs(config, resolution.arch, [spec.name])
@@ -41,6 +65,21 @@ def build_plan(
         if not jobs:
             raise UserError(f"unknown suite {suite!r} for {spec.name} (allowed: {', '.join(j.suite for j in spec.suites)})")
     images = (parse_image_name(image),) if image else candidate_images(config.images, resolution.arch, today, rocm)
+    suites: list[SuitePlan] = []
+    note = ""
+    if test_root is not None and test_root.is_dir():
+        found = discover(test_root, config, resolution.arch.name)
+        for job in jobs:
+            run, disabled = select(found, [job.suite])
+            by_path = {f.path: f for f in run}
+            total = partition_arg[1] if partition_arg else job.partitions
+            items = [Item(f.path, (recorded or {}).get(f.path, f.est_time)) for f in run]
+            suites.append(SuitePlan(job, partition(items, total), partition_arg[0] if partition_arg else None,
+                                    by_path, tuple(disabled)))
+    elif require_tests:
+        raise UserError(f"test root {test_root} not found (set --test-root or suites.test_root, relative to the workspace)")
+    else:
+        note = f"test root {test_root} not found: suites and partitions not listed"
     return StagePlan(
         stage=spec,
         resolution=resolution,
@@ -51,6 +90,9 @@ def build_plan(
         public_registry=config.images.registries.public,
         timeout_minutes=spec.timeout_for(resolution.arch.name),
         per_file_timeout_s=spec.per_file_timeout_s,
+        test_root=test_root,
+        suites=tuple(suites),
+        note=note,
     )
 
 
@@ -59,7 +101,7 @@ def render_plan(plan: StagePlan) -> list[str]:
     lines = [
         f"stage {plan.stage.name} on {arch.name} ({arch.product}, {arch.gfx}, image arch {arch.image_arch})",
         f"  arch from: {plan.resolution.source}",
-        f"  stage timeout: {plan.timeout_minutes:g} min; per-file timeout: {plan.per_file_timeout_s:g} s",
+        f"  stage timeout: {plan.timeout_minutes:g} min; per-file timeout: {plan.per_file_timeout_s:g} s; retries: {plan.stage.retries}",
         f"  registries: LAN {plan.lan_registry or '(none: LOCAL_DOCKER_REGISTRY unset)'}; public {plan.public_registry}",
         "  image: " + ("override " + str(plan.images[0]) if plan.image_overridden else
                        f"newest existing of {len(plan.images)} candidates, first {plan.images[0]}, last {plan.images[-1]}"),
@@ -67,4 +109,16 @@ def render_plan(plan: StagePlan) -> list[str]:
     ]
     for job in plan.jobs:
         lines.append(f"    {job.job_name}: {job.gpus} GPU(s), {job.partitions} partition(s), job timeout {job.timeout_minutes} min")
+    if plan.note:
+        lines.append(f"  {plan.note}")
+    for suite in plan.suites:
+        parts = suite.partitioning
+        lines.append(f"  suite {suite.job.suite}: {len(suite.files)} file(s), {len(parts.parts)} partition(s), "
+                     f"makespan {parts.makespan:.0f} s, lower bound {parts.lower_bound:.0f} s "
+                     f"(max of longest file and total/N)")
+        for number, (part, total) in enumerate(zip(parts.parts, parts.totals), 1):
+            chosen = " <- this run" if suite.selected == number else ""
+            lines.append(f"    partition {number}/{len(parts.parts)}: {total:.0f} s, {len(part)} file(s){chosen}")
+            lines += [f"      {item.name} ({item.seconds:g} s)" for item in part]
+        lines += [f"    disabled: {f.path}: {f.disabled}" for f in suite.disabled]
     return lines

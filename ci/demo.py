@@ -1,0 +1,121 @@
+"""`nox -s demo`: the whole CI path on a machine with Docker, no GPU and no internet: throwaway
+LAN and stand-in public registries on loopback, a small locally built image, the LAN-first pull,
+the container, a sample stage registered in SGLang's format (a flaky, a slow and a disabled file
+among them) run in the container, the stop, and the reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import resource
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import docker.errors
+
+from ci import registry, sandbox
+from ci.arch import ArchResolution
+from ci.config import load_config
+from ci.plan import build_plan, render_plan
+from ci.stage import StageOptions, run_stage
+
+EXAMPLES = Path(__file__).resolve().parent / "demo_tests"
+STAGE = "stage-demo"
+SUITE = "stage-demo-test-1-gpu-amd"
+
+OVERRIDE = """# Written by `nox -s demo`: the shipped config, adjusted for a box with no GPU.
+images:
+  registries: {{lan: {lan}, public: {public}}}
+container:
+  name: ci_sglang_demo
+  network: none
+  devices: [{{path: /dev/kfd, optional: true}}]
+  render_devices_fallback: {{path: /dev/dri, optional: true}}
+  ulimits: {{nofile: [{nofile}, {nofile}]}}
+  stop: {{sigint_grace_s: 3, stop_timeout_s: 5}}
+  hygiene: {{device_globs: ['{root}/no-gpu/kfd'], rounds: 1}}
+stages:
+  {stage}:
+    suites: [{{suite: {suite}, gpus: 1, partitions: 1}}]
+    timeout_minutes: {{default: 10}}
+    per_file_timeout_s: 60
+    retries: 1
+thresholds:
+  test_demo_throughput:
+    output_throughput: {{kind: min, unit: tok/s, default: 1500, arch: {{mi300: 1000}}}}
+    avg_latency_ms: {{kind: max, unit: ms, default: 50, amd: 60}}
+"""
+
+
+def _push(client, source: str, target_repository: str, tag: str) -> None:
+    client.images.get(source).tag(target_repository, tag)
+    for event in client.api.push(target_repository, tag, stream=True, decode=True):
+        if event.get("error"):
+            raise RuntimeError(event["error"])
+    client.images.remove(f"{target_repository}:{tag}")
+
+
+def run_demo(out: TextIO = sys.stdout) -> int:
+    def say(line: str) -> None:
+        print(f"[demo] {line}", file=out, flush=True)
+
+    client = registry.connect(60)
+    root = Path(tempfile.mkdtemp(prefix="sgl-ci-demo-"))
+    lan = sandbox.start_registry(root / "lan")
+    public = sandbox.start_registry(root / "public")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    shipped = load_config(env={})
+    tag = f"{shipped.images.versions[0]}-{shipped.images.rocm}-{shipped.arches['mi300'].image_arch}-{today:%Y%m%d}"
+    image = f"{shipped.images.repository}:{tag}"
+    try:
+        say(f"registries on loopback: LAN {lan.address}, public {public.address}")
+        say("test image: Debian with Python and pytest (built once with debootstrap, then reused)")
+        base = sandbox.python_image(client)
+        for reg in (lan, public):
+            _push(client, base, f"{reg.address}/{shipped.images.repository}", tag)
+        _drop(client, image)
+        say(f"published {image} to both registries")
+
+        workspace = root / "workspace"
+        tests = workspace / shipped.suites.test_root
+        tests.mkdir(parents=True)
+        for example in EXAMPLES.glob("*.py"):
+            shutil.copy(example, tests / example.name)
+        override = workspace / "ci-demo-config.yaml"
+        nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        override.write_text(OVERRIDE.format(lan=lan.address, public=public.address, root=root, stage=STAGE,
+                                            suite=SUITE, nofile=nofile))
+        env = {**os.environ, "SGL_CI_CONFIG_OVERRIDE": str(override), "GITHUB_WORKSPACE": str(workspace),
+               "LOCAL_DOCKER_REGISTRY": lan.address, "PUBLIC_DOCKER_REGISTRY": public.address}
+        for secret in ("DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN"):
+            env.pop(secret, None)
+        config = load_config(env=env)
+        resolution = ArchResolution(config.arch("mi300"), "the demo's --arch mi300")
+        plan = build_plan(config, STAGE, resolution, today, test_root=tests, require_tests=True)
+        for line in render_plan(plan):
+            say(line)
+        report_dir = workspace / config.container.reports_dir / STAGE
+        code = run_stage(config, plan, StageOptions(workspace, report_dir, config.stage(STAGE).retries, False), env, today, out)
+        say(f"summary ({report_dir / 'summary.md'}):")
+        print((report_dir / "summary.md").read_text(), file=out, flush=True)
+        say(f"workspace kept for a look: {workspace}")
+        return code
+    finally:
+        lan.stop()
+        public.stop()
+        _drop(client, image)
+
+
+def _drop(client, image: str) -> None:
+    """Remove every local name of the demo's tag (LAN name included)."""
+    tag = image.rsplit(":", 1)[1]
+    for found in client.images.list(name=f"*/{image.rsplit(':', 1)[0]}") + client.images.list(name=image.rsplit(":", 1)[0]):
+        for name in found.tags:
+            if name.endswith(":" + tag):
+                try:
+                    client.images.remove(name)
+                except docker.errors.APIError:
+                    pass

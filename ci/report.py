@@ -1,0 +1,92 @@
+"""Stage reports a CI can trust: JUnit XML, a durations file for the next partitioning, and a
+Markdown summary (to $GITHUB_STEP_SUMMARY when set). The exit code comes from the results."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+from ci.runner import FileResult
+from ci.suites import TestFile
+from ci.thresholds import Checked, headroom_markdown
+
+OK = ("passed", "flaky")
+ICON = {"passed": "✅", "flaky": "⚠️", "failed": "❌", "timeout": "⏱️", "not-run": "⏭️", "disabled": "🚫"}
+
+
+def verdict(results: Sequence[FileResult]) -> tuple[int, str]:
+    """(exit code, one-line verdict). Zero files run is a failure, never a pass."""
+    ran = [r for r in results if r.status not in ("not-run", "disabled")]
+    if not ran:
+        return 1, "FAILED: no test file ran"
+    bad = [r for r in results if r.status not in OK and r.status != "disabled"]
+    flaky = [r for r in results if r.status == "flaky"]
+    counts = f"{sum(r.status == 'passed' for r in results)} passed, {len(flaky)} flaky, " \
+             f"{sum(r.status in ('failed', 'timeout') for r in results)} failed, {sum(r.status == 'not-run' for r in results)} not run"
+    if bad:
+        return 1, f"FAILED: {counts}"
+    return 0, f"PASSED: {counts}" + (" (flaky files passed on retry: look at them)" if flaky else "")
+
+
+def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[TestFile]) -> str:
+    suite = ET.Element("testsuite", name=stage)
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=stage, name=r.path, time=f"{r.seconds:.3f}")
+        counts["tests"] += 1
+        if r.status in ("failed", "timeout"):
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message=r.reason or r.status, type=r.status)
+        elif r.status == "not-run":
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", message=r.reason or "not run")
+        elif r.status == "flaky":
+            ET.SubElement(case, "system-out").text = f"flaky: {r.reason}"
+    for f in disabled:
+        case = ET.SubElement(suite, "testcase", classname=stage, name=f.path, time="0")
+        ET.SubElement(case, "skipped", message=f"disabled: {f.disabled}")
+        counts["tests"] += 1
+        counts["skipped"] += 1
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    suite.set("time", f"{sum(r.seconds for r in results):.3f}")
+    return ET.tostring(suite, encoding="unicode")
+
+
+def durations(results: Sequence[FileResult], previous: dict[str, float]) -> dict[str, float]:
+    """Recorded seconds of files that ran to an end (not killed), merged over earlier records."""
+    merged = dict(previous)
+    for r in results:
+        finished = [a for a in r.attempts if a.verdict != "timeout"]
+        if finished:
+            merged[r.path] = round(finished[-1].seconds, 3)
+    return dict(sorted(merged.items()))
+
+
+def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequence[TestFile],
+                     checks: Sequence[Checked], notes: Sequence[str] = ()) -> str:
+    code, line = verdict(results)
+    rows = ["| | file | status | time | estimate | tries | note |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ratio = f" ({r.seconds / r.est_time:.0%})" if r.est_time and r.attempts else ""
+        rows.append(f"| {ICON.get(r.status, '')} | `{r.path}` | {r.status} | {r.seconds:.1f} s{ratio} | {r.est_time:g} s | "
+                    f"{len(r.attempts)} | {r.reason.replace('|', '/')} |")
+    parts = [f"## {title}", "", f"**{line}**", "", *rows]
+    if disabled:
+        parts += ["", "Disabled:", *[f"- `{f.path}`: {f.disabled}" for f in disabled]]
+    if checks:
+        parts += ["", "### Performance headroom", "", headroom_markdown(list(checks))]
+    if notes:
+        parts += ["", *[f"- {n}" for n in notes]]
+    return "\n".join(parts) + "\n"
+
+
+def write_reports(report_dir: Path, stage: str, results: Sequence[FileResult], disabled: Sequence[TestFile],
+                  previous_durations: dict[str, float]) -> dict[str, Path]:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"junit": report_dir / "junit.xml", "durations": report_dir / "durations.json"}
+    paths["junit"].write_text(junit_xml(stage, results, disabled))
+    paths["durations"].write_text(json.dumps(durations(results, previous_durations), indent=1))
+    return paths

@@ -1,0 +1,269 @@
+"""Run a stage's test files, each in its own process group with its own timeout, inside the CI
+container (`python3 -m ci.runner PLAN.json`; stdlib only, so the CI image needs nothing more).
+
+A timed-out file's whole process tree is killed; the stage deadline kills what runs and reports
+the rest as not run; retryable failures (accuracy, score, latency, throughput, timeouts) are
+retried and a pass on retry is reported as flaky; an exit code of 0 is checked against what the
+file's own output says (failures, or zero tests, mean failed). Results go to results.json after
+every file, so a killed stage still leaves what it knew."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ci import procs
+
+# Output that says a retry may pass (noisy numbers, slow machines)...
+RETRYABLE = re.compile(r"accuracy|score|latency|throughput|ttft|timed? ?out|TimeoutError", re.IGNORECASE)
+# ...and output that says it will not (a crash is a crash).
+NOT_RETRYABLE = re.compile(r"RuntimeError|out of memory|OutOfMemory|\bOOM\b|Segmentation fault|SIGSEGV|core dumped|"
+                           r"HIP error|CUDA error|ImportError|ModuleNotFoundError|SyntaxError")
+# The line that says what went wrong, for the summary ("AssertionError: throughput 812 < 900").
+ERROR_LINE = re.compile(r"^(?:E\s+)?\w*(?:Error|Exception|Failure)\b:? .*$", re.MULTILINE)
+KILL_GRACE_S = 1.0  # SIGTERM to the group, then SIGKILL: well within the 2 s the deadline allows
+TAIL_LINES = 200
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    est_time: float
+    style: str = "unittest"  # unittest | pytest
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    stage: str
+    test_root: str
+    report_dir: str
+    files: tuple[PlannedFile, ...]
+    per_file_timeout_s: float
+    stage_timeout_s: float
+    retries: int = 0
+    continue_on_error: bool = False
+    python: str = sys.executable
+
+    @staticmethod
+    def load(path: Path) -> "RunPlan":
+        data = json.loads(path.read_text())
+        data["files"] = tuple(PlannedFile(**f) for f in data["files"])
+        return RunPlan(**data)
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+
+@dataclass
+class Attempt:
+    exit_code: int | None
+    seconds: float
+    verdict: str  # passed | failed | timeout
+    reason: str = ""
+    retryable: bool = False
+    tests: int | None = None  # what the file's own report says it ran
+    failures: int | None = None
+
+
+@dataclass
+class FileResult:
+    path: str
+    est_time: float
+    status: str  # passed | flaky | failed | timeout | not-run | disabled
+    attempts: list[Attempt] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return sum(a.seconds for a in self.attempts)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children that left its process group included)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """TERM the process group and every descendant, then KILL what is left."""
+    tree = descendants(process.pid) | {process.pid}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        tree |= descendants(process.pid)
+        for pid in tree:
+            procs.send(pid, sig)
+        if not procs.wait_gone(tree, KILL_GRACE_S if sig == signal.SIGTERM else 5):
+            break
+
+
+def _own_report(style: str, output: str, junit: Path) -> tuple[int | None, int | None]:
+    """(tests run, failures+errors) as the file itself reports them; None when it says nothing."""
+    if style == "pytest":
+        try:
+            root = ET.parse(junit).getroot()
+        except (OSError, ET.ParseError):
+            return None, None
+        suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+        tests = sum(int(s.get("tests", 0)) - int(s.get("skipped", 0)) for s in suites)
+        return tests, sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    ran = re.findall(r"^Ran (\d+) tests? in", output, re.MULTILINE)
+    failed = re.findall(r"^FAILED \((?:failures=(\d+))?(?:, )?(?:errors=(\d+))?", output, re.MULTILINE)
+    tests = sum(int(n) for n in ran) if ran else None
+    failures = sum(int(a or 0) + int(b or 0) for a, b in failed) if failed else (0 if ran else None)
+    return tests, failures
+
+
+def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, out: TextIO, junit: Path) -> Attempt:
+    root = Path(plan.test_root)
+    if file.style == "pytest":
+        argv = [plan.python, "-m", "pytest", file.path, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    else:
+        argv = [plan.python, file.path, "-f"]
+    junit.unlink(missing_ok=True)
+    started = time.monotonic()
+    process = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def pump() -> None:
+        for raw in iter(process.stdout.readline, b""):
+            line = raw.decode(errors="replace")
+            tail.append(line)
+            log.write(line)
+            out.write(line)
+            out.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = process.wait(timeout=max(timeout_s, 0.01))
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        kill_tree(process)
+        code = process.wait()
+        timed_out = True
+    seconds = time.monotonic() - started
+    # Children that escaped the group may hold the pipe: take what came, do not wait for them.
+    reader.join(timeout=2)
+    if not timed_out:
+        try:  # a server the file started and left running in its group goes with it
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    output = "".join(tail)
+    if timed_out:
+        return Attempt(code, seconds, "timeout", f"killed after {timeout_s:.0f} s", retryable=True)
+    tests, failures = _own_report(file.style, output, junit)
+    if code != 0:
+        crash = NOT_RETRYABLE.search(output)
+        errors = ERROR_LINE.findall(output)
+        why = f"exit code {code}" + (f": {errors[-1].strip()[:200]}" if errors else f" ({crash.group(0)})" if crash else "")
+        return Attempt(code, seconds, "failed", why,
+                       retryable=not crash and bool(RETRYABLE.search(output)), tests=tests, failures=failures)
+    if failures:
+        return Attempt(code, seconds, "failed", f"exit code 0 but its own report shows {failures} failure(s)",
+                       tests=tests, failures=failures)
+    if tests is None:
+        return Attempt(code, seconds, "failed", "exit code 0 but it reported no test results", tests=tests)
+    if tests == 0:
+        return Attempt(code, seconds, "failed", "exit code 0 but it ran zero tests", tests=0, failures=0)
+    return Attempt(code, seconds, "passed", tests=tests, failures=failures)
+
+
+def run_plan(plan: RunPlan, out: TextIO = sys.stdout, clock=time.monotonic) -> list[FileResult]:
+    report_dir = Path(plan.report_dir)
+    (report_dir / "logs").mkdir(parents=True, exist_ok=True)
+    deadline = clock() + plan.stage_timeout_s
+    results = [FileResult(f.path, f.est_time, "not-run") for f in plan.files]
+    stop_reason = ""
+    for index, (file, result) in enumerate(zip(plan.files, results), 1):
+        if stop_reason:
+            result.reason = stop_reason
+            continue
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", file.path)
+        for attempt_number in range(plan.retries + 1):
+            left = deadline - clock()
+            if left <= 0:
+                stop_reason = f"stage timeout ({plan.stage_timeout_s / 60:g} min) reached"
+                break
+            timeout = min(plan.per_file_timeout_s, left)
+            print(f"=== [{index}/{len(plan.files)}] {file.path} (est {file.est_time:g} s, timeout {timeout:.0f} s"
+                  f"{', retry ' + str(attempt_number) if attempt_number else ''})", file=out, flush=True)
+            with open(report_dir / "logs" / f"{safe}.{attempt_number}.log", "w") as log:
+                attempt = run_once(plan, file, timeout, log, out, report_dir / "logs" / f"{safe}.{attempt_number}.xml")
+            if attempt.verdict == "timeout" and timeout < plan.per_file_timeout_s:
+                attempt.reason = f"stage timeout reached after {attempt.seconds:.0f} s"
+                attempt.retryable = False
+                stop_reason = f"stage timeout ({plan.stage_timeout_s / 60:g} min) reached"
+            result.attempts.append(attempt)
+            if attempt.verdict == "passed" or not attempt.retryable or stop_reason:
+                break
+        last = result.attempts[-1] if result.attempts else None
+        if last is None:
+            result.reason = stop_reason
+        elif last.verdict == "passed":
+            result.status = "flaky" if len(result.attempts) > 1 else "passed"
+            result.reason = "passed on retry after: " + result.attempts[0].reason if result.status == "flaky" else ""
+        else:
+            result.status = last.verdict
+            result.reason = last.reason
+            if not plan.continue_on_error and not stop_reason:
+                stop_reason = f"not run: fail-fast after {file.path}"
+        print(f"--- {file.path}: {result.status.upper()} in {result.seconds:.1f} s"
+              + (f" ({result.reason})" if result.reason else ""), file=out, flush=True)
+        write_results(report_dir, plan, results)
+    write_results(report_dir, plan, results)
+    return results
+
+
+def write_results(report_dir: Path, plan: RunPlan, results: list[FileResult]) -> None:
+    data = {"stage": plan.stage, "files": [{**asdict(r), "seconds": r.seconds} for r in results]}
+    temporary = report_dir / "results.json.tmp"
+    temporary.write_text(json.dumps(data, indent=1))
+    temporary.replace(report_dir / "results.json")
+
+
+def read_results(report_dir: Path) -> list[FileResult]:
+    data = json.loads((report_dir / "results.json").read_text())
+    return [FileResult(f["path"], f["est_time"], f["status"], [Attempt(**a) for a in f["attempts"]], f["reason"])
+            for f in data["files"]]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python3 -m ci.runner PLAN.json", file=sys.stderr)
+        return 2
+    results = run_plan(RunPlan.load(Path(argv[0])))
+    return 0 if results and all(r.status in ("passed", "flaky") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,104 @@
+"""Throwaway parts for the demo and the tests, all on this machine: Docker registries (Debian's
+`docker-registry`) on loopback ports, optionally with htpasswd auth, and a small Debian image
+with Python 3, pytest and PyYAML built once per engine (`debootstrap --variant=minbase`)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+
+from ci.errors import ToolFailure
+
+PYTHON_IMAGE = "sgl-ci-test/python:bookworm"
+PYTHON_PACKAGES = "python3,python3-pytest,python3-yaml,procps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ToolFailure(f"{tool} not found (Debian package {package}; `bash .ci/run` installs it)")
+    return path
+
+
+@dataclass
+class Registry:
+    port: int
+    process: subprocess.Popen
+    root: Path
+    user: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_registry(root: Path, user: str | None = None, password: str | None = None) -> Registry:
+    binary = shutil.which("docker-registry") or need("registry", "docker-registry")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    auth = ""
+    if user:
+        htpasswd = root / "htpasswd"
+        # -i: the password comes on stdin, never in argv.
+        subprocess.run([need("htpasswd", "apache2-utils"), "-ciB", str(htpasswd), user], input=password, text=True,
+                       check=True, capture_output=True)
+        auth = f"auth:\n  htpasswd:\n    realm: test-registry\n    path: {htpasswd}\n"
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog: {disabled: true}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+    process = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
+                               stderr=open(root / "registry.log", "wb"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            return Registry(port, process, root, user)
+        except urllib.error.HTTPError:  # 401 with auth on: it is up
+            return Registry(port, process, root, user)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise ToolFailure(f"registry on port {port} did not start: {(root / 'registry.log').read_text()}")
+
+
+def python_image(client) -> str:
+    """A Debian bookworm image with Python 3 and pytest, built from its default mirror once."""
+    try:
+        client.images.get(PYTHON_IMAGE)
+        return PYTHON_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    debootstrap = need("debootstrap", "debootstrap")
+    with tempfile.TemporaryDirectory(prefix="sgl-ci-rootfs-") as root:
+        done = subprocess.run([debootstrap, "--variant=minbase", f"--include={PYTHON_PACKAGES}", "bookworm", root],
+                              capture_output=True, text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            raise ToolFailure(f"debootstrap failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        repository, tag = PYTHON_IMAGE.split(":")
+        client.api.import_image_from_stream(tar.stdout, repository=repository, tag=tag)
+        tar.wait()
+    return PYTHON_IMAGE

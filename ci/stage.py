@@ -1,0 +1,118 @@
+"""One CI stage end to end: plan, pull the image (LAN first), GPU hygiene, start the container,
+run the partition's files in it (ci.runner), stop it whatever happens, write the reports, and
+exit with the code the results give."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TextIO
+
+from ci import github, gpu, pull, registry
+from ci.config import OVERRIDE_ENV, Config
+from ci.container import Containers, HostView, build_spec, exec_env
+from ci.errors import ToolFailure, UserError
+from ci.partition import read_durations
+from ci.plan import StagePlan
+from ci.report import summary_markdown, verdict, write_reports
+from ci.runner import FileResult, PlannedFile, RunPlan, read_results
+from ci.thresholds import LOG_ENV, read_records
+
+HARD_DEADLINE_MARGIN_S = 120  # the runner enforces the stage timeout; the host stops the container after this much more
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    workspace: Path
+    report_dir: Path
+    retries: int
+    continue_on_error: bool
+    durations: Path | None = None
+
+
+def partition_label(plan: StagePlan) -> str:
+    picked = [f"{s.job.suite}-{s.selected}of{len(s.partitioning.parts)}" for s in plan.suites if s.selected]
+    return plan.stage.name + ("-" + "-".join(picked) if picked else "")
+
+
+def container_path(workspace: Path, host_path: Path, workdir: str) -> str:
+    """Where a path under the workspace appears in the container (the workspace is mounted at workdir)."""
+    try:
+        relative = host_path.resolve().relative_to(workspace.resolve())
+    except ValueError:
+        raise UserError(f"{host_path} is not under the workspace {workspace}: the container cannot see it") from None
+    return str(PurePosixPath(workdir) / relative.as_posix())
+
+
+def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mapping[str, str],
+              today: dt.date, out: TextIO = sys.stdout) -> int:
+    files = [f for suite in plan.suites for f in suite.files_to_run()]
+    disabled = [f for suite in plan.suites for f in suite.disabled]
+    report_dir = options.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    workdir = config.container.workdir
+    arch = plan.resolution.arch
+    run_plan = RunPlan(
+        stage=partition_label(plan),
+        test_root=container_path(options.workspace, plan.test_root, workdir),
+        report_dir=container_path(options.workspace, report_dir, workdir),
+        files=tuple(PlannedFile(f.path, f.est_time, f.style) for f in files),
+        per_file_timeout_s=plan.per_file_timeout_s,
+        stage_timeout_s=plan.timeout_minutes * 60,
+        retries=options.retries,
+        continue_on_error=options.continue_on_error,
+        python="python3",
+    )
+    run_plan.dump(report_dir / "plan.json")
+    (report_dir / "results.json").unlink(missing_ok=True)
+    (report_dir / "thresholds.jsonl").unlink(missing_ok=True)
+    runner_code = None
+    if files:
+        client = registry.connect(config.pull.probe_timeout_s)
+        image = plan.images[0] if plan.image_overridden else None
+        with github.group("image", env, out):
+            outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, None, today)
+        containers = Containers(client, config.container, out)
+        with github.group("GPU hygiene", env, out):
+            gpu.gpu_clean(config.container, client, out)
+        spec = build_spec(config.container, arch, "default", str(outcome.image), HostView(env))
+        with containers.running(spec, env):
+            watchdog = threading.Timer(run_plan.stage_timeout_s + HARD_DEADLINE_MARGIN_S, containers.stop)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                runner_env = {**exec_env(config.container, arch),
+                              LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
+                if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
+                    runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
+                runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
+                                              runner_env, workdir, getattr(out, "buffer", None))
+            finally:
+                watchdog.cancel()
+    results = _results(report_dir, run_plan, runner_code)
+    write_reports(report_dir, run_plan.stage, results, disabled, read_durations(options.durations))
+    code, line = verdict(results)
+    notes = []
+    if runner_code not in (None, 0, 1):
+        notes.append(f"the runner itself exited with {runner_code}")
+        code = 1
+    summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled,
+                               read_records(report_dir / "thresholds.jsonl"), notes)
+    (report_dir / "summary.md").write_text(summary)
+    github.append_summary(summary, env)
+    print(f"reports: {report_dir} (junit.xml, durations.json, summary.md)", file=out)
+    print(f"{run_plan.stage}: {line}", file=out, flush=True)
+    return code
+
+
+def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None) -> list[FileResult]:
+    try:
+        return read_results(report_dir)
+    except (OSError, json.JSONDecodeError, KeyError):
+        why = "nothing to run" if runner_code is None else f"the runner left no results (exit code {runner_code})"
+        return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
