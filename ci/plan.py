@@ -13,7 +13,7 @@ from ci.errors import UserError
 from ci.images import ImageName, candidate_images, parse_image_name
 from ci.partition import Item, Partitioning, partition
 from ci.routing import JobRoute, stage_jobs
-from ci.suites import TestFile, discover, select
+from ci.suites import RegisteredFile, discover, select
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,10 @@ class SuitePlan:
     job: JobRoute
     partitioning: Partitioning
     selected: int | None  # 1-based partition to run; None: all
-    files: dict[str, TestFile]
-    disabled: tuple[TestFile, ...]
+    files: dict[str, RegisteredFile]
+    disabled: tuple[RegisteredFile, ...]
 
-    def files_to_run(self) -> list[TestFile]:
+    def files_to_run(self) -> list[RegisteredFile]:
         parts = self.partitioning.parts if self.selected is None else (self.partitioning.parts[self.selected - 1],)
         return [self.files[item.name] for part in parts for item in part]
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ci.runner import FileResult
-from ci.suites import TestFile
+from ci.suites import RegisteredFile
 from ci.thresholds import Checked, headroom_markdown
 
 OK = ("passed", "flaky")
@@ -30,7 +30,7 @@ def verdict(results: Sequence[FileResult]) -> tuple[int, str]:
     return 0, f"PASSED: {counts}" + (" (flaky files passed on retry: look at them)" if flaky else "")
 
 
-def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[TestFile]) -> str:
+def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile]) -> str:
     suite = ET.Element("testsuite", name=stage)
     counts = {"tests": 0, "failures": 0, "skipped": 0}
     for r in results:
@@ -65,7 +65,7 @@ def durations(results: Sequence[FileResult], previous: dict[str, float]) -> dict
     return dict(sorted(merged.items()))
 
 
-def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequence[TestFile],
+def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
                      checks: Sequence[Checked], notes: Sequence[str] = ()) -> str:
     code, line = verdict(results)
     rows = ["| | file | status | time | estimate | tries | note |", "|---|---|---|---|---|---|---|"]
@@ -83,7 +83,7 @@ def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequen
     return "\n".join(parts) + "\n"
 
 
-def write_reports(report_dir: Path, stage: str, results: Sequence[FileResult], disabled: Sequence[TestFile],
+def write_reports(report_dir: Path, stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
                   previous_durations: dict[str, float]) -> dict[str, Path]:
     report_dir.mkdir(parents=True, exist_ok=True)
     paths = {"junit": report_dir / "junit.xml", "durations": report_dir / "durations.json"}

@@ -16,7 +16,7 @@ KEYWORDS = set(POSITIONAL) | {"stage", "runner_config"}
 
 
 @dataclass(frozen=True)
-class TestFile:
+class RegisteredFile:
     path: str  # relative to the test root, "/"-separated
     suite: str
     est_time: float
@@ -86,12 +86,12 @@ def _style(source: str, configured: str) -> str:
     return "pytest" if ("import pytest" in source or "from pytest" in source) and "unittest.main" not in source else "unittest"
 
 
-def discover(root: Path, config: Config, arch: str | None = None) -> list[TestFile]:
+def discover(root: Path, config: Config, arch: str | None = None) -> list[RegisteredFile]:
     """Every registration under `root` and every file config lists, validated against known suites."""
     suites = config.suites
     known = set(config.known_suites())
     overrides: Mapping[str, float] = suites.est_time_overrides.get(arch, {}) if arch else {}
-    files: list[TestFile] = []
+    files: list[RegisteredFile] = []
     for file in sorted(root.rglob("*.py")):
         relative = file.relative_to(root).as_posix()
         source = file.read_text(encoding="utf-8", errors="replace")
@@ -107,17 +107,17 @@ def discover(root: Path, config: Config, arch: str | None = None) -> list[TestFi
             if not isinstance(est, (int, float)) or isinstance(est, bool) or est <= 0:
                 raise RegistrationError(f"{where}: est_time must be a number of seconds > 0, got {est!r}")
             disabled = values.get("disabled")
-            files.append(TestFile(relative, suite, float(overrides.get(relative, est)), bool(values.get("nightly")),
+            files.append(RegisteredFile(relative, suite, float(overrides.get(relative, est)), bool(values.get("nightly")),
                                   str(disabled) if disabled else None, values["line"], _style(source, suites.runner)))
     for suite, listed in suites.files.items():
         for item in listed:
             path = root / item.path
             style = _style(path.read_text(errors="replace"), suites.runner) if path.exists() else "unittest"
-            files.append(TestFile(item.path, suite, float(overrides.get(item.path, item.est_time)), line=0, style=style))
+            files.append(RegisteredFile(item.path, suite, float(overrides.get(item.path, item.est_time)), line=0, style=style))
     return files
 
 
-def select(files: Iterable[TestFile], suites: Iterable[str], nightly: bool = False) -> tuple[list[TestFile], list[TestFile]]:
+def select(files: Iterable[RegisteredFile], suites: Iterable[str], nightly: bool = False) -> tuple[list[RegisteredFile], list[RegisteredFile]]:
     """(to run, disabled) for these suites; nightly registrations only in nightly runs."""
     wanted = set(suites)
     chosen = [f for f in files if f.suite in wanted and f.nightly == nightly]
