@@ -64,3 +64,16 @@ def gpu_clean(c):
 def kernel_tests(c, arch=None, host=False):
     """pytest on sgl_kernel_tests/ with arch-aware known issues and JUnit XML; -- passes pytest args."""
     cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host)
+
+
+@task(name="build-image", help={"arch": "runner arch (default: detected)", "rocm": "ROCm version",
+                                "push": "push to the public registry (default: yes)"})
+def build_image(c, arch=None, rocm=None, push=True):
+    """Build today's nightly CI image from SGLang's ROCm Dockerfile and push it."""
+    cli.run(commands.build_image_command, arch=arch, rocm=rocm, push=push)
+
+
+@task(help={"check": "only check that the committed files equal the rendering"})
+def workflows(c, check=False):
+    """Render .github/workflows/ (and the setup action) from config."""
+    cli.run(commands.workflows_command, check=check)

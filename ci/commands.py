@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 
-from ci import container, github, gpu, pull, registry
+from ci import build, container, github, gpu, pull, registry, workflows
 from ci.arch import ArchResolution, resolve_arch
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
@@ -72,7 +72,8 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
     test_root = workspace / (args.test_root or config.suites.test_root)
     durations = Path(args.durations) if args.durations else None
-    plan = build_plan(config, stage, resolution, _today(), image=args.image, rocm=args.rocm, suite=args.suite,
+    image = args.image or _env().get("AMD_CI_IMAGE") or None  # the old scripts' override, kept
+    plan = build_plan(config, stage, resolution, _today(), image=image, rocm=args.rocm, suite=args.suite,
                       test_root=test_root, partition_arg=partition_arg, recorded=read_durations(durations),
                       require_tests=not args.dry_run)
     if args.dry_run:
@@ -108,6 +109,7 @@ def mirror_image_command(arch: str | None = None, image: str | None = None, rocm
 
 def _image_operation(operation, arch: str | None, image: str | None, rocm: str | None):
     config = load_config()
+    image = image or _env().get("AMD_CI_IMAGE") or None
     if image:
         parse_image_name(image)  # bad input fails before any Docker call
     else:
@@ -213,3 +215,27 @@ def demo_command() -> int:
     from ci import demo  # the demo's own example files and sandbox are not needed by CI runs
 
     return demo.run_demo()
+
+
+def build_image_command(arch: str | None = None, rocm: str | None = None, push: bool = True) -> int:
+    """`invoke build-image`: build today's nightly for the arch, push it, output its name."""
+    config = load_config()
+    spec_arch = _resolve(config, arch).arch
+    workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+    build.build_image(config, registry.connect(config.pull.probe_timeout_s), _env(), spec_arch, rocm, workspace,
+                      _today(), push=push)
+    return 0
+
+
+def workflows_command(check: bool = False) -> int:
+    """`invoke workflows`: render .github/ from config; --check fails when the files differ."""
+    config = load_config()
+    root = container.TOOLKIT
+    if check:
+        differ = workflows.stale(config, root)
+        for path in differ:
+            print(f"{path} differs from what config renders: run `invoke workflows`")
+        return 1 if differ else 0
+    for path in workflows.write(config, root):
+        print(f"wrote {path}")
+    return 0

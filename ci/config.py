@@ -71,6 +71,13 @@ class Registries:
 
 
 @dataclass(frozen=True)
+class BuildConfig:
+    dockerfile: str = "docker/rocm.Dockerfile"
+    context: str = "."
+    args: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True)
 class ImageConfig:
     repository: str
     versions: Annotated[tuple[str, ...], NON_EMPTY]  # newest first
@@ -80,6 +87,7 @@ class ImageConfig:
     registries: Registries = Registries()
     tag_format: str = "{version}-{rocm}-{image_arch}-{date}"
     date_format: str = "%Y%m%d"
+    build: BuildConfig = BuildConfig()
 
 
 # --- pull.yaml -----------------------------------------------------------------------------
@@ -231,6 +239,31 @@ class SuitesConfig:
     runner: Literal["auto", "unittest", "pytest"] = "auto"
 
 
+# --- workflows.yaml --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NightlyBuild:
+    arch: str
+    rocm: str
+
+
+@dataclass(frozen=True)
+class WorkflowsConfig:
+    toolkit_repository: str
+    toolkit_ref: str
+    toolkit_path: str
+    python_version: str
+    pr_branches: tuple[str, ...]
+    pr_test_schedule: str
+    nightly_schedule: str
+    route_runner: str
+    route_timeout_minutes: PositiveInt
+    nightly_builds: tuple[NightlyBuild, ...]
+    build_runner: str
+    build_timeout_minutes: PositiveInt
+    mirror_runner: str
+    mirror_timeout_minutes: PositiveInt
+
+
 # --- thresholds.yaml -------------------------------------------------------------------------
 BoundValue = Union[float, Mapping[Union[int, str], float]]  # one bound, or bounds keyed by `by`
 
@@ -266,6 +299,7 @@ class Config:
     stages: Mapping[str, StageSpec]
     container: ContainerConfig | None = None
     suites: SuitesConfig = SuitesConfig()
+    workflows: WorkflowsConfig | None = None
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
     known_issues: tuple[KnownIssue, ...] = ()
     source: Path = DEFAULT_CONFIG_DIR
@@ -294,6 +328,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "stages": ("stages.yaml", Mapping[str, StageSpec]),
     "container": ("container.yaml", ContainerConfig),
     "suites": ("suites.yaml", SuitesConfig),
+    "workflows": ("workflows.yaml", WorkflowsConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
 }
@@ -322,6 +357,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
         container=built["container"],
         suites=built["suites"],
+        workflows=built["workflows"],
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
         source=directory,
@@ -390,6 +426,11 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     for arch in config.suites.est_time_overrides:
         if arch not in config.arches:
             raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
+    for index, build in enumerate(config.workflows.nightly_builds):
+        if build.arch not in config.arches:
+            raise docs["workflows"].fail(("nightly_builds", index, "arch"), f"unknown arch {build.arch!r} ({allowed})")
+        if build.rocm not in config.images.rocm_versions:
+            raise docs["workflows"].fail(("nightly_builds", index, "rocm"), f"unknown ROCm {build.rocm!r}")
     for suite in config.suites.files:
         if suite not in config.known_suites():
             raise docs["suites"].fail(("files", suite), f"unknown suite {suite!r}: add it to a stage or extra_suites")

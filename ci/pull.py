@@ -182,13 +182,21 @@ class Puller:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     sleep: Callable[[float], None] = time.sleep
+    _login_tried: bool | None = None
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
     # Login ------------------------------------------------------------------------------
     def login_public(self) -> bool:
-        """Log in when DOCKERHUB_AMD_USERNAME/TOKEN are set; a login that still fails warns only."""
+        """Log in when DOCKERHUB_AMD_USERNAME/TOKEN are set; a login that still fails warns only.
+        Once per Puller: resolution, pull and push all need it, and each may come first."""
+        if self._login_tried is not None:
+            return self._login_tried
+        self._login_tried = self._login()
+        return self._login_tried
+
+    def _login(self) -> bool:
         user, token = self.env.get("DOCKERHUB_AMD_USERNAME"), self.env.get("DOCKERHUB_AMD_TOKEN")
         if not (user and token):
             return False
@@ -231,6 +239,7 @@ class Puller:
     # Resolution -----------------------------------------------------------------------------
     def resolve(self, candidates: Iterable[ImageName]) -> ImageName:
         """The newest candidate that exists: a local image first, then the registry via the daemon."""
+        self.login_public()
         registries = [self.config.images.registries.public]
         if self.config.images.registries.lan:
             registries.append(self.config.images.registries.lan)
@@ -391,7 +400,7 @@ class Puller:
         lan = image.on(lan_registry)
         tag(self.client, image, lan)
         try:
-            pushed = self._push(lan)
+            pushed = self.push(lan)
         finally:
             self._untag(lan)
         if source_digest and pushed != source_digest:
@@ -400,7 +409,8 @@ class Puller:
                  else f"mirrored {image} to {lan} digest={pushed} (source digest unknown)")
         return pushed
 
-    def _push(self, name: ImageName) -> str:
+    def push(self, name: ImageName) -> str:
+        """Push through the engine; errors inside the stream are errors; returns the pushed digest."""
         digest = None
         try:
             for event in self.client.api.push(name.pull_repository, name.tag, stream=True, decode=True):

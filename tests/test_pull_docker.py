@@ -299,8 +299,7 @@ def test_resolution_takes_the_newest_existing_tag(docker, world):
     today = dt.date(2026, 1, 3)  # TAG's date is 2026-01-01: two days back
     candidates = candidate_images(config.images, config.arches["mi300"], today)
     p, out, _, _ = puller(world, None)
-    p.login_public()
-    assert p.resolve(candidates) == IMAGE
+    assert p.resolve(candidates) == IMAGE  # the public registry needs the login: resolve does it
     assert f"resolved {IMAGE} (found in {world.public.address})" in out.getvalue()
     build_image(docker, "rocm/sgl-dev:v0.5.9-rocm700-mi30x-20260102", seed=4)
     try:
@@ -313,7 +312,6 @@ def test_resolution_failure_lists_every_tag_and_where(world):
     config = load_config(env={"SGL_CI_CONFIG_OVERRIDE": str(world.override), "PUBLIC_DOCKER_REGISTRY": world.public.address})
     candidates = candidate_images(config.images, config.arches["mi355"], dt.date(2026, 1, 3))
     p, _, _, _ = puller(world, None)
-    p.login_public()
     with pytest.raises(ToolFailure) as caught:
         p.resolve(candidates)
     message = str(caught.value)

@@ -1,0 +1,58 @@
+"""`invoke build-image`: the nightly publish's build step. Builds SGLang's ROCm Dockerfile through
+the engine with the arch's build args, tags it as today's nightly, pushes it to the public
+registry (login through the SDK), and writes the tag to $GITHUB_OUTPUT for the mirror job."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from ci import github
+from ci.config import ArchSpec, Config
+from ci.errors import ToolFailure, UserError
+from ci.images import ImageName, check_rocm
+from ci.pull import Puller
+
+
+def nightly_name(config: Config, arch: ArchSpec, rocm: str, today: dt.date) -> ImageName:
+    images = config.images
+    return ImageName(images.repository, images.tag_format.format(
+        version=images.versions[0], rocm=rocm, image_arch=arch.image_arch, date=today.strftime(images.date_format)))
+
+
+def build_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec,
+                rocm: str | None, workspace: Path, today: dt.date, push: bool = True) -> ImageName:
+    rocm = check_rocm(config.images, rocm)
+    spec = config.images.build
+    context = (workspace / spec.context).resolve()
+    dockerfile = context / spec.dockerfile
+    if not dockerfile.is_file():
+        raise UserError(f"no Dockerfile at {dockerfile} (config images.build.dockerfile, relative to the context {context})")
+    name = nightly_name(config, arch, rocm, today)
+    fields = {"gfx": arch.gfx, "rocm": rocm, "version": config.images.versions[0], "image_arch": arch.image_arch}
+    args = {key: value.format(**fields) for key, value in spec.args.items()}
+    puller = Puller(config, client, env)
+    puller.say(f"building {name} from {dockerfile} with {', '.join(f'{k}={v}' for k, v in args.items())}")
+    try:
+        for event in client.api.build(path=str(context), dockerfile=str(dockerfile.relative_to(context)), tag=str(name),
+                                      buildargs=args, decode=True, rm=True, network_mode="host"):
+            if event.get("error") or event.get("errorDetail"):  # build errors arrive inside the stream
+                raise ToolFailure(f"build of {name} failed: {event.get('error') or event['errorDetail'].get('message')}")
+            text = event.get("stream", "").rstrip()
+            if text:
+                puller.say(text)
+    except docker.errors.APIError as exc:
+        raise ToolFailure(f"build of {name} failed: {exc.explanation}") from None
+    if push:
+        puller.login_public()
+        public = name.on(config.images.registries.public)
+        if public.registry:
+            client.api.tag(str(name), public.pull_repository, public.tag)
+        digest = puller.push(public)
+        puller.say(f"pushed {public} digest={digest}")
+    github.write_outputs({"image": str(name)}, env)
+    return name

@@ -1,0 +1,59 @@
+"""The nightly publish for real: `invoke build-image` builds SGLang's Dockerfile (a small stand-in)
+with the arch's build args, pushes it to the (loopback, authenticated) public registry and
+outputs its name; `invoke mirror-image` then finds today's tag and mirrors it to the LAN."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.conftest import base_env, run_door
+from tests.support.images import python_image
+from tests.support.registry import start_registry
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+USER, TOKEN = "nightly-bot", "canary-build-93b1"
+
+
+def test_build_push_then_mirror(docker, tmp_path):
+    base = python_image(docker)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "rocm.Dockerfile").write_text(f"FROM {base}\nARG GPU_ARCH\nARG ROCM_VERSION\n"
+                                                         "LABEL gpu_arch=$GPU_ARCH rocm=$ROCM_VERSION\n")
+    public = start_registry(tmp_path / "public", user=USER, password=TOKEN)
+    lan = start_registry(tmp_path / "lan")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    tag = f"v0.5.10-rocm720-mi35x-{today:%Y%m%d}"
+    try:
+        output = tmp_path / "github_output"
+        env = base_env(GITHUB_WORKSPACE=str(tmp_path), PUBLIC_DOCKER_REGISTRY=public.address, GITHUB_OUTPUT=str(output),
+                       DOCKERHUB_AMD_USERNAME=USER, DOCKERHUB_AMD_TOKEN=TOKEN)
+        built = run_door("invoke", "build-image", "--arch", "mi355", "--rocm", "rocm720", env=env)
+        assert built.code == 0, built.out + built.err
+        assert "GPU_ARCH=gfx950" in built.out and f"pushed {public.address}/rocm/sgl-dev:{tag} digest=sha256:" in built.out
+        assert output.read_text().strip() == f"image=rocm/sgl-dev:{tag}"
+        assert docker.images.get(f"rocm/sgl-dev:{tag}").labels["gpu_arch"] == "gfx950"
+        assert TOKEN not in built.out + built.err
+        docker.images.remove(f"rocm/sgl-dev:{tag}", force=True)
+
+        mirrored = run_door("invoke", "mirror-image", "--arch", "mi355", "--rocm", "rocm720",
+                            env={**env, "LOCAL_DOCKER_REGISTRY": lan.address})
+        assert mirrored.code == 0, mirrored.out + mirrored.err
+        assert f"resolved rocm/sgl-dev:{tag} (found in {public.address})" in mirrored.out
+        assert f"mirrored rocm/sgl-dev:{tag} to {lan.address}/rocm/sgl-dev:{tag}" in mirrored.out and "matches the source" in mirrored.out
+    finally:
+        public.stop()
+        lan.stop()
+        for image in docker.images.list(name="*/rocm/sgl-dev") + docker.images.list(name="rocm/sgl-dev"):
+            for name in image.tags:
+                if name.endswith(":" + tag):
+                    try:
+                        docker.images.remove(name, force=True)
+                    except Exception:  # gone with an earlier name
+                        pass
+
+
+def test_build_without_a_dockerfile_is_a_clear_error(tmp_path):
+    done = run_door("invoke", "build-image", "--arch", "mi300", env=base_env(GITHUB_WORKSPACE=str(tmp_path)))
+    assert done.code == 2 and "no Dockerfile at" in done.err and "docker/rocm.Dockerfile" in done.err
