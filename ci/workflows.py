@@ -66,8 +66,7 @@ def pr_test(config: Config) -> dict[str, Any]:
                 "steps": [
                     *_checkout_steps(config),
                     {"name": "Run the stage", "env": {
-                        "DOCKERHUB_AMD_USERNAME": _expr("secrets.DOCKERHUB_AMD_USERNAME"),
-                        "DOCKERHUB_AMD_TOKEN": _expr("secrets.DOCKERHUB_AMD_TOKEN"),
+                        **_registry_login_env(),
                         "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
                         "AMD_CI_IMAGE": _expr("inputs.image"),
                      },
@@ -101,40 +100,38 @@ def pr_test(config: Config) -> dict[str, Any]:
     }
 
 
+def _registry_login_env() -> dict[str, str]:
+    return {"DOCKERHUB_AMD_USERNAME": _expr("secrets.DOCKERHUB_AMD_USERNAME"),
+            "DOCKERHUB_AMD_TOKEN": _expr("secrets.DOCKERHUB_AMD_TOKEN")}
+
+
+def _nightly_job(config: Config, verb: str, task: str, title: str, runner: str, timeout: int) -> dict[str, Any]:
+    """One job per (arch, ROCm) of the nightly matrix, running one invoke task."""
+    return {
+        "name": _expr(f"format('{verb} {{0}} {{1}}', matrix.arch, matrix.rocm)"),
+        "runs-on": runner,
+        "timeout-minutes": timeout,
+        "strategy": {"fail-fast": False, "matrix": {"include": [
+            {"arch": b.arch, "rocm": b.rocm} for b in config.workflows.nightly_builds]}},
+        "steps": [*_checkout_steps(config), {
+            "name": title, "env": _registry_login_env(),
+            "run": _invoke(config, f"{task} --arch {_expr('matrix.arch')} --rocm {_expr('matrix.rocm')}")}],
+    }
+
+
 def nightly(config: Config) -> dict[str, Any]:
     wf = config.workflows
-    def include() -> list[dict[str, str]]:  # a fresh list per job: YAML would alias a shared one
-        return [{"arch": b.arch, "rocm": b.rocm} for b in wf.nightly_builds]
-
+    mirror = _nightly_job(config, "mirror", "mirror-image", "Mirror the nightly image to the LAN registry",
+                          wf.mirror_runner, wf.mirror_timeout_minutes)
     return {
         "name": "Release Docker AMD Nightly",
         "on": {"schedule": [{"cron": wf.nightly_schedule}], "workflow_dispatch": {}},
         "concurrency": {"group": "release-docker-amd-nightly", "cancel-in-progress": False},
         "permissions": {"contents": "read"},
         "jobs": {
-            "build": {
-                "name": _expr("format('build {0} {1}', matrix.arch, matrix.rocm)"),
-                "runs-on": wf.build_runner,
-                "timeout-minutes": wf.build_timeout_minutes,
-                "strategy": {"fail-fast": False, "matrix": {"include": include()}},
-                "steps": [*_checkout_steps(config), {
-                    "name": "Build and push the nightly image",
-                    "env": {"DOCKERHUB_AMD_USERNAME": _expr("secrets.DOCKERHUB_AMD_USERNAME"),
-                            "DOCKERHUB_AMD_TOKEN": _expr("secrets.DOCKERHUB_AMD_TOKEN")},
-                    "run": _invoke(config, f"build-image --arch {_expr('matrix.arch')} --rocm {_expr('matrix.rocm')}")}],
-            },
-            "mirror": {
-                "name": _expr("format('mirror {0} {1}', matrix.arch, matrix.rocm)"),
-                "needs": ["build"],
-                "runs-on": wf.mirror_runner,
-                "timeout-minutes": wf.mirror_timeout_minutes,
-                "strategy": {"fail-fast": False, "matrix": {"include": include()}},
-                "steps": [*_checkout_steps(config), {
-                    "name": "Mirror the nightly image to the LAN registry",
-                    "env": {"DOCKERHUB_AMD_USERNAME": _expr("secrets.DOCKERHUB_AMD_USERNAME"),
-                            "DOCKERHUB_AMD_TOKEN": _expr("secrets.DOCKERHUB_AMD_TOKEN")},
-                    "run": _invoke(config, f"mirror-image --arch {_expr('matrix.arch')} --rocm {_expr('matrix.rocm')}")}],
-            },
+            "build": _nightly_job(config, "build", "build-image", "Build and push the nightly image",
+                                  wf.build_runner, wf.build_timeout_minutes),
+            "mirror": {"needs": ["build"], **mirror},
         },
     }
 

@@ -175,15 +175,19 @@ def test_lan_crawling_under_the_floor_falls_back_after_the_window(world):
     assert "slower than the floor" in lines[1]
 
 
-def test_plain_progress_lines_in_a_log(world):
-    proxy = FaultProxy(world.lan.port, Fault(mode="throttle", bytes_per_s=4_000_000))
+def test_plain_progress_lines_in_a_log(world, tmp_path):
+    # ~9 MB over three parallel layer connections at 1.5 MB/s each: about 2 s of pulling,
+    # logged every 0.1 s (the interval is config; this test sets a fine one).
+    override = tmp_path / "o.yaml"
+    override.write_text(OVERRIDE.replace("progress_log_interval_s: 0.5", "progress_log_interval_s: 0.1"))
+    proxy = FaultProxy(world.lan.port, Fault(mode="throttle", bytes_per_s=1_500_000))
     try:
-        p, out, _, _ = puller(world, proxy.address)
+        p, out, _, _ = puller(world, proxy.address, SGL_CI_CONFIG_OVERRIDE=str(override))
         p.pull(IMAGE)
     finally:
         proxy.close()
     progress = [line for line in out.getvalue().splitlines() if line.startswith(f"pull {proxy.address}/rocm/sgl-dev:{TAG}: ")]
-    assert len(progress) >= 2, out.getvalue()
+    assert len(progress) >= 5, out.getvalue()
     assert re.search(r": [0-9.]+ MiB of [0-9.]+ MiB$", progress[-1])
 
 
