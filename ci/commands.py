@@ -8,8 +8,8 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from ci import build, container, github, gpu, pull, registry, workflows
 from ci.arch import ArchResolution, resolve_arch
@@ -19,17 +19,22 @@ from ci.errors import ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
 from ci.partition import parse_partition, read_durations
 from ci.plan import build_plan, render_plan
-from ci.stage import StageOptions, partition_label, run_stage
 from ci.routing import arch_for_event, render_route, route, route_outputs
+from ci.stage import StageOptions, partition_label, run_stage
 
 
 def _env() -> Mapping[str, str]:
     return os.environ
 
 
-def _resolve(config: Config, arch: str | None, event: str | None = None, runner_arch: str | None = None) -> ArchResolution:
+def _workspace() -> Path:
+    """The SGLang checkout: $GITHUB_WORKSPACE in Actions, else the current folder."""
+    return Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+
+
+def _resolve(config: Config, arch: str | None, event: str | None = None) -> ArchResolution:
     if event and not arch:
-        spec, source = arch_for_event(config, event, runner_arch)
+        spec, source = arch_for_event(config, event, None)
         return ArchResolution(spec, source)
     return resolve_arch(config, flag=arch, env=_env())
 
@@ -52,7 +57,9 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
     stages = [config.stage(stage).name] if stage else list(config.stages)
     resolution = _resolve(config, arch, event)
     for name in stages:
-        for line in render_plan(build_plan(config, name, resolution, _today(), image=image, rocm=rocm)):
+        plan = build_plan(config, name, resolution, _today(), image=image, rocm=rocm,
+                          test_root=_workspace() / config.suites.test_root)
+        for line in render_plan(plan):
             print(line)
     return 0
 
@@ -69,7 +76,7 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     if resolution.arch.name != runner_arch:
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
         return 0
-    workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+    workspace = _workspace()
     test_root = workspace / (args.test_root or config.suites.test_root)
     durations = Path(args.durations) if args.durations else None
     image = args.image or _env().get("AMD_CI_IMAGE") or None  # the old scripts' override, kept
@@ -194,7 +201,7 @@ def kernel_tests_command(remainder: str = "", arch: str | None = None, host: boo
     spec_arch = _resolve(config, arch).arch
     reports = config.container.reports_dir
     if host:
-        workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+        workspace = _workspace()
         (workspace / reports).mkdir(parents=True, exist_ok=True)
         tests = container.TOOLKIT / "sgl_kernel_tests"
         argv = [sys.executable, "-m", "pytest", "-c", str(tests / "pytest.ini"), str(tests), "-p", "ci.known_issues",
@@ -221,7 +228,7 @@ def build_image_command(arch: str | None = None, rocm: str | None = None, push: 
     """`invoke build-image`: build today's nightly for the arch, push it, output its name."""
     config = load_config()
     spec_arch = _resolve(config, arch).arch
-    workspace = Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+    workspace = _workspace()
     build.build_image(config, registry.connect(config.pull.probe_timeout_s), _env(), spec_arch, rocm, workspace,
                       _today(), push=push)
     return 0

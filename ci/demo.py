@@ -1,7 +1,7 @@
 """`nox -s demo`: the whole CI path on a machine with Docker, no GPU and no internet: throwaway
 LAN and stand-in public registries on loopback, a small locally built image, the LAN-first pull,
-the container, a sample stage registered in SGLang's format (a flaky, a slow and a disabled file
-among them) run in the container, the stop, and the reports."""
+the container, a sample stage registered in SGLang's format (a flaky, a slow, a disabled file and
+one with an MI300X known issue among them) run in the container, the stop, and the reports."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ stages:
     timeout_minutes: {{default: 10}}
     per_file_timeout_s: 60
     retries: 1
+known_issues:
+  - test: "*test_sampling.py::*test_greedy"
+    arches: [mi300]
+    mode: skip
+    reason: greedy decoding is not bit-identical across runs on MI300X
+    link: https://github.com/sgl-project/sglang/pull/23156
+    expires: 2027-03-31
 thresholds:
   test_demo_throughput:
     output_throughput: {{kind: min, unit: tok/s, default: 1500, arch: {{mi300: 1000}}}}

@@ -37,6 +37,16 @@ def matching(issues: Iterable[KnownIssue], nodeid: str, arch: str) -> KnownIssue
     return None
 
 
+def touching(issues: Iterable[KnownIssue], path: str, arch: str) -> list[KnownIssue]:
+    """The issues for this arch whose test id names this file (so it must run under pytest)."""
+    found = []
+    for issue in issues:
+        file_glob = issue.test.split("::", 1)[0]
+        if arch in issue.arches and any(pattern(file_glob).match(i) for i in (path, path.rsplit("/", 1)[-1])):
+            found.append(issue)
+    return found
+
+
 def expired(issues: Iterable[KnownIssue], today: dt.date) -> list[KnownIssue]:
     return [i for i in issues if i.expires is not None and i.expires < today]
 

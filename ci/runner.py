@@ -54,6 +54,7 @@ class RunPlan:
     retries: int = 0
     continue_on_error: bool = False
     python: str = sys.executable
+    arch: str | None = None  # pytest runs load the known-issues plugin for this arch
 
     @staticmethod
     def load(path: Path) -> "RunPlan":
@@ -144,7 +145,9 @@ def _own_report(style: str, output: str, junit: Path) -> tuple[int | None, int |
 def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, out: TextIO, junit: Path) -> Attempt:
     root = Path(plan.test_root)
     if file.style == "pytest":
-        argv = [plan.python, "-m", "pytest", file.path, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+        argv = [plan.python, "-m", "pytest", file.path, "-q", "-p", "no:cacheprovider", "-rsxX", f"--junitxml={junit}"]
+        if plan.arch:
+            argv += ["-p", "ci.known_issues", "--sgl-arch", plan.arch]
     else:
         argv = [plan.python, file.path, "-f"]
     junit.unlink(missing_ok=True)

@@ -16,7 +16,8 @@ from typing import TextIO
 from ci import github, gpu, pull, registry
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env
-from ci.errors import ToolFailure, UserError
+from ci.errors import UserError
+from ci.known_issues import touching
 from ci.partition import read_durations
 from ci.plan import StagePlan
 from ci.report import summary_markdown, verdict, write_reports
@@ -61,12 +62,16 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         stage=partition_label(plan),
         test_root=container_path(options.workspace, plan.test_root, workdir),
         report_dir=container_path(options.workspace, report_dir, workdir),
-        files=tuple(PlannedFile(f.path, f.est_time, f.style) for f in files),
+        # A unittest file that a known issue touches runs under pytest, so the plugin can skip or
+        # xfail that one test for this arch (pytest runs unittest.TestCase classes as they are).
+        files=tuple(PlannedFile(f.path, f.est_time, "pytest" if touching(config.known_issues, f.path, arch.name) else f.style)
+                    for f in files),
         per_file_timeout_s=plan.per_file_timeout_s,
         stage_timeout_s=plan.timeout_minutes * 60,
         retries=options.retries,
         continue_on_error=options.continue_on_error,
         python="python3",
+        arch=arch.name,
     )
     run_plan.dump(report_dir / "plan.json")
     (report_dir / "results.json").unlink(missing_ok=True)
@@ -97,7 +102,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     results = _results(report_dir, run_plan, runner_code)
     write_reports(report_dir, run_plan.stage, results, disabled, read_durations(options.durations))
     code, line = verdict(results)
-    notes = []
+    notes = known_issue_notes(config, arch.name, [f.path for f in files], today)
     if runner_code not in (None, 0, 1):
         notes.append(f"the runner itself exited with {runner_code}")
         code = 1
@@ -108,6 +113,16 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     print(f"reports: {report_dir} (junit.xml, durations.json, summary.md)", file=out)
     print(f"{run_plan.stage}: {line}", file=out, flush=True)
     return code
+
+
+def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.date) -> list[str]:
+    """The known issues in force for these files on this arch; expired ones said loudly."""
+    notes = []
+    for issue in {i.test: i for p in paths for i in touching(config.known_issues, p, arch)}.values():
+        expired = issue.expires is not None and issue.expires < today
+        notes.append(("**EXPIRED** " if expired else "") + f"known issue ({issue.mode} on {arch}): `{issue.test}`: "
+                     f"{issue.reason} ({issue.link}" + (f", expires {issue.expires})" if issue.expires else ")"))
+    return notes
 
 
 def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None) -> list[FileResult]:

@@ -114,3 +114,21 @@ def test_seeded_entries():
     assert {(i.mode, i.arches) for i in issues} == {("skip", ("mi300",)), ("xfail", ("mi300",))}
     assert all(isinstance(i.expires, dt.date) and i.link.startswith("https://") for i in issues)
     assert isinstance(issues[0], KnownIssue)
+
+
+def test_touching_finds_the_files_a_known_issue_names():
+    from ci.known_issues import touching
+
+    issues = load_config(env={}).known_issues
+    assert [i.mode for i in touching(issues, "sampling/test_pytorch_sampling_backend.py", "mi300")] == ["skip"]
+    assert touching(issues, "sampling/test_pytorch_sampling_backend.py", "mi325") == []
+    assert touching(issues, "sampling/test_other.py", "mi300") == []
+
+
+def test_stage_summary_notes_known_issues_and_expiry():
+    from ci.stage import known_issue_notes
+
+    config = load_config(env={})
+    notes = known_issue_notes(config, "mi300", ["sampling/test_pytorch_sampling_backend.py"], dt.date(2027, 4, 1))
+    assert len(notes) == 1 and notes[0].startswith("**EXPIRED** known issue (skip on mi300)")
+    assert known_issue_notes(config, "mi300", ["sampling/test_pytorch_sampling_backend.py"], dt.date(2026, 11, 26))[0].startswith("known issue")

@@ -143,3 +143,25 @@ def test_runner_module_entry_point(tmp_path):
     assert done.returncode == 1
     assert "=== [1/2] a.py" in done.stdout and "--- b.py: FAILED" in done.stdout
     assert json.loads((tmp_path / "reports" / "results.json").read_text())["stage"] == "stage-t"
+
+
+SAMPLING = ("import unittest\nclass TestSampling(unittest.TestCase):\n    def test_greedy(self):\n"
+            "        self.fail('not bit-identical')\n    def test_other(self):\n        pass\n"
+            "if __name__ == '__main__':\n    unittest.main()\n")
+
+
+@pytest.mark.parametrize("arch, status", [("mi300", "passed"), ("mi325", "failed")])
+def test_known_issues_apply_to_pytest_runs_for_their_arch_only(tmp_path, monkeypatch, arch, status):
+    from tests.conftest import ROOT
+
+    override = tmp_path / "o.yaml"
+    override.write_text('known_issues:\n  - {test: "*t_sampling.py::*test_greedy", arches: [mi300], mode: skip, '
+                        'reason: not bit-identical, link: "https://example.invalid/1"}\n')
+    monkeypatch.setenv("SGL_CI_CONFIG_OVERRIDE", str(override))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    plan = make_plan(tmp_path, {"t_sampling.py": SAMPLING}, styles={"t_sampling.py": "pytest"})
+    plan = RunPlan(**{**plan.__dict__, "arch": arch})
+    out = io.StringIO()
+    (result,) = run_plan(plan, out)
+    assert result.status == status, out.getvalue()
+    assert ("known issues applied on mi300" in out.getvalue()) == (arch == "mi300")
