@@ -104,9 +104,11 @@ def render_plan(plan: StagePlan) -> list[str]:
         f"  stage timeout: {plan.timeout_minutes:g} min; per-file timeout: {plan.per_file_timeout_s:g} s; retries: {plan.stage.retries}",
         f"  registries: LAN {plan.lan_registry or '(none: LOCAL_DOCKER_REGISTRY unset)'}; public {plan.public_registry}",
         "  image: " + ("override " + str(plan.images[0]) if plan.image_overridden else
-                       f"newest existing of {len(plan.images)} candidates, first {plan.images[0]}, last {plan.images[-1]}"),
-        "  jobs:",
+                       f"the newest that exists (local, then registry) of {len(plan.images)} candidates:"),
     ]
+    if not plan.image_overridden:
+        lines += [f"    {image}" for image in plan.images]
+    lines.append("  jobs:")
     for job in plan.jobs:
         lines.append(f"    {job.job_name}: {job.gpus} GPU(s), {job.partitions} partition(s), job timeout {job.timeout_minutes} min")
     if plan.note:

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 
@@ -36,8 +37,11 @@ class PlainProgress:
 
 
 class BarProgress:
-    def __init__(self, label: str) -> None:
-        self._progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True)
+    """A rich progress bar, for a person at a terminal."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self._progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                  console=Console(file=stream or sys.stdout), transient=True)
         self._task = self._progress.add_task(label, total=None)
         self._progress.start()
 
@@ -50,4 +54,4 @@ class BarProgress:
 
 def progress_for(label: str, interval_s: float, stream: TextIO | None = None) -> PlainProgress | BarProgress:
     target = stream or sys.stdout
-    return BarProgress(label) if target.isatty() else PlainProgress(label, interval_s, target)
+    return BarProgress(label, target) if target.isatty() else PlainProgress(label, interval_s, target)
