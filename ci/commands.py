@@ -219,7 +219,9 @@ def kernel_tests_command(remainder: str = "", arch: str | None = None, host: boo
 
 def demo_command() -> int:
     """`nox -s demo`: the whole path end to end on loopback (see ci.demo)."""
-    from ci import demo  # the demo's own example files and sandbox are not needed by CI runs
+    from ci import (
+        demo,  # the demo's own example files and sandbox are not needed by CI runs
+    )
 
     return demo.run_demo()
 

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
-from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Document, build, parse_yaml, read_yaml
+from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Document, build, read_yaml
 
 PositiveInt = Annotated[int, POSITIVE]
 PositiveFloat = Annotated[float, POSITIVE]
@@ -426,11 +426,11 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     for arch in config.suites.est_time_overrides:
         if arch not in config.arches:
             raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
-    for index, build in enumerate(config.workflows.nightly_builds):
-        if build.arch not in config.arches:
-            raise docs["workflows"].fail(("nightly_builds", index, "arch"), f"unknown arch {build.arch!r} ({allowed})")
-        if build.rocm not in config.images.rocm_versions:
-            raise docs["workflows"].fail(("nightly_builds", index, "rocm"), f"unknown ROCm {build.rocm!r}")
+    for index, nightly_build in enumerate(config.workflows.nightly_builds):
+        if nightly_build.arch not in config.arches:
+            raise docs["workflows"].fail(("nightly_builds", index, "arch"), f"unknown arch {nightly_build.arch!r} ({allowed})")
+        if nightly_build.rocm not in config.images.rocm_versions:
+            raise docs["workflows"].fail(("nightly_builds", index, "rocm"), f"unknown ROCm {nightly_build.rocm!r}")
     for suite in config.suites.files:
         if suite not in config.known_suites():
             raise docs["suites"].fail(("files", suite), f"unknown suite {suite!r}: add it to a stage or extra_suites")

@@ -24,8 +24,15 @@ from ci.config import ArchSpec, Config, LanPullPolicy, RetryPolicy
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName, candidate_images, parse_image_name
 from ci.progress import human_bytes, progress_for
-from ci.registry import (PullFailure, auth_header, classify, local_image, registry_digest,
-                         release_daemon_connections, tag)
+from ci.registry import (
+    PullFailure,
+    auth_header,
+    classify,
+    local_image,
+    registry_digest,
+    release_daemon_connections,
+    tag,
+)
 
 CONNECT_TIMEOUT_S = 10.0
 

@@ -4,13 +4,11 @@ failure, SIGINT and SIGTERM, leaving no container and no process behind."""
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 

@@ -8,11 +8,9 @@ import io
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from ci import procs
 from ci.config import load_config
 from ci.errors import ToolFailure
 from ci.gpu import device_holders, gpu_clean, parse_nvidia_smi, parse_rocm_smi_vram, read_vram
