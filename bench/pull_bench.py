@@ -21,6 +21,7 @@ from ci.config import load_config
 from ci.images import ImageName
 from ci.pull import Puller
 from ci.registry import connect
+from ci.sandbox import drop_tag
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.registry import build_image, start_registry
 
@@ -30,13 +31,7 @@ POLICY = {"first_progress_s": 3, "floor_bytes_per_s": 4 * 1048576, "window_s": 5
 
 
 def drop_local(client: docker.DockerClient) -> None:
-    for image in client.images.list(name="*/rocm/sgl-dev") + client.images.list(name="rocm/sgl-dev"):
-        for name in image.tags:
-            if name.endswith(":" + TAG):
-                try:
-                    client.images.remove(name, force=True)
-                except docker.errors.ImageNotFound:
-                    pass
+    drop_tag(client, "rocm/sgl-dev", TAG)
 
 
 def bare_pull(client: docker.DockerClient, registry: str) -> float:

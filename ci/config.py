@@ -117,6 +117,7 @@ class PullConfig:
     public: PublicPullPolicy
     login: RetryPolicy
     probe_timeout_s: PositiveFloat = 20.0
+    connect_timeout_s: PositiveFloat = 10.0
     progress_log_interval_s: PositiveFloat = 10.0
     disk_headroom_bytes: Annotated[int, NON_NEGATIVE] = 0
 
@@ -136,6 +137,8 @@ class StageSpec:
     per_file_timeout_s: PositiveFloat = 1200.0
     job_setup_minutes: PositiveFloat = 30.0  # pull + container start, added for the job timeout
     retries: Annotated[int, NON_NEGATIVE] = 0  # retries of a file whose failure looks retryable
+    kill_grace_s: NonNegativeFloat = 1.0  # SIGTERM to a timed-out file's tree, SIGKILL this much later
+    hard_deadline_margin_s: PositiveFloat = 120.0  # host stops the container this long after the stage timeout
     name: str = ""
 
     def timeout_for(self, arch: str) -> float:

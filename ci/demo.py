@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-import docker.errors
-
 from ci import registry, sandbox
 from ci.arch import ArchResolution
 from ci.config import load_config
@@ -83,7 +81,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         base = sandbox.python_image(client)
         for reg in (lan, public):
             _push(client, base, f"{reg.address}/{shipped.images.repository}", tag)
-        _drop(client, image)
+        sandbox.drop_tag(client, shipped.images.repository, tag)
         say(f"published {image} to both registries")
 
         workspace = root / "workspace"
@@ -113,16 +111,5 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     finally:
         lan.stop()
         public.stop()
-        _drop(client, image)
+        sandbox.drop_tag(client, shipped.images.repository, tag)
 
-
-def _drop(client, image: str) -> None:
-    """Remove every local name of the demo's tag (LAN name included)."""
-    tag = image.rsplit(":", 1)[1]
-    for found in client.images.list(name=f"*/{image.rsplit(':', 1)[0]}") + client.images.list(name=image.rsplit(":", 1)[0]):
-        for name in found.tags:
-            if name.endswith(":" + tag):
-                try:
-                    client.images.remove(name)
-                except docker.errors.APIError:
-                    pass

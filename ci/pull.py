@@ -23,7 +23,7 @@ from ci import github
 from ci.config import ArchSpec, Config, LanPullPolicy, RetryPolicy
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName, candidate_images, parse_image_name
-from ci.progress import human_bytes, progress_for
+from ci.progress import BarProgress, PlainProgress, human_bytes, progress_for
 from ci.registry import (
     PullFailure,
     auth_header,
@@ -33,9 +33,6 @@ from ci.registry import (
     release_daemon_connections,
     tag,
 )
-
-CONNECT_TIMEOUT_S = 10.0
-
 
 # --- the watchdog (pure) ------------------------------------------------------------------
 @dataclass
@@ -110,6 +107,7 @@ def stream_pull(
     on_progress: Callable[[int, int | None], None] = lambda done, total: None,
     clock: Callable[[], float] = time.monotonic,
     room_check: Callable[[int], str | None] = lambda remaining: None,
+    connect_timeout_s: float = 10.0,
 ) -> None:
     """Pull `name` through the daemon, aborting per the watchdog.
 
@@ -127,7 +125,7 @@ def stream_pull(
     response = None
     try:
         response = api.post(url, params={"fromImage": name.pull_repository, "tag": name.tag}, headers=headers,
-                            stream=True, timeout=(CONNECT_TIMEOUT_S, idle_s))
+                            stream=True, timeout=(connect_timeout_s, idle_s))
         if response.status_code != 200:
             raise classify(_daemon_message(response))
         for line in response.iter_lines():
@@ -302,7 +300,7 @@ class Puller:
         except PullFailure:
             return None
 
-    def _progress(self, name: ImageName) -> Callable[[int, int | None], None]:
+    def _progress(self, name: ImageName) -> PlainProgress | BarProgress:
         return progress_for(f"pull {name}", self.config.pull.progress_log_interval_s, self.out)
 
     def _pull_lan(self, image: ImageName, public_digest_of: Callable[[], str | None], started: float) -> PullOutcome | None:
@@ -312,7 +310,8 @@ class Puller:
         try:
             with github.group(f"pull {lan} (LAN mirror)", self.env, self.out):
                 stream_pull(self.client, lan, policy.first_progress_s, policy.floor_bytes_per_s, policy.window_s,
-                            progress.update, room_check=self._room_check())
+                            progress.update, room_check=self._room_check(),
+                            connect_timeout_s=self.config.pull.connect_timeout_s)
         except PullFailure as failure:
             progress.close()
             note = release_daemon_connections(lan.registry) if failure.kind == "stalled" else None
@@ -349,7 +348,7 @@ class Puller:
             try:
                 with github.group(f"pull {public} (attempt)", self.env, self.out):
                     stream_pull(self.client, public, policy.stall_s, None, policy.stall_s, progress.update,
-                                room_check=self._room_check())
+                                room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s)
             finally:
                 progress.close()
 

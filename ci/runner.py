@@ -32,7 +32,6 @@ NOT_RETRYABLE = re.compile(r"RuntimeError|out of memory|OutOfMemory|\bOOM\b|Segm
                            r"HIP error|CUDA error|ImportError|ModuleNotFoundError|SyntaxError")
 # The line that says what went wrong, for the summary ("AssertionError: throughput 812 < 900").
 ERROR_LINE = re.compile(r"^(?:E\s+)?\w*(?:Error|Exception|Failure)\b:? .*$", re.MULTILINE)
-KILL_GRACE_S = 1.0  # SIGTERM to the group, then SIGKILL: well within the 2 s the deadline allows
 TAIL_LINES = 200
 
 
@@ -55,6 +54,7 @@ class RunPlan:
     continue_on_error: bool = False
     python: str = sys.executable
     arch: str | None = None  # pytest runs load the known-issues plugin for this arch
+    kill_grace_s: float = 1.0  # SIGTERM to a timed-out tree, then SIGKILL (config: stages.yaml)
 
     @staticmethod
     def load(path: Path) -> "RunPlan":
@@ -110,7 +110,7 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def kill_tree(process: subprocess.Popen) -> None:
+def kill_tree(process: subprocess.Popen, grace_s: float) -> None:
     """TERM the process group and every descendant, then KILL what is left."""
     tree = descendants(process.pid) | {process.pid}
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -121,7 +121,7 @@ def kill_tree(process: subprocess.Popen) -> None:
         tree |= descendants(process.pid)
         for pid in tree:
             procs.send(pid, sig)
-        if not procs.wait_gone(tree, KILL_GRACE_S if sig == signal.SIGTERM else 5):
+        if not procs.wait_gone(tree, grace_s if sig == signal.SIGTERM else 5):
             break
 
 
@@ -170,7 +170,7 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
         code = process.wait(timeout=max(timeout_s, 0.01))
         timed_out = False
     except subprocess.TimeoutExpired:
-        kill_tree(process)
+        kill_tree(process, plan.kill_grace_s)
         code = process.wait()
         timed_out = True
     seconds = time.monotonic() - started

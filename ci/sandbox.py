@@ -84,6 +84,17 @@ def start_registry(root: Path, user: str | None = None, password: str | None = N
     raise ToolFailure(f"registry on port {port} did not start: {(root / 'registry.log').read_text()}")
 
 
+def drop_tag(client, repository: str, tag: str) -> None:
+    """Remove every local name of repository:tag, registry-prefixed ones included; other tags stay."""
+    for image in client.images.list(name=f"*/{repository}") + client.images.list(name=repository):
+        for name in image.tags:
+            if name.endswith(":" + tag):
+                try:
+                    client.images.remove(name, force=True)
+                except docker.errors.ImageNotFound:  # went with an earlier name of the same image
+                    pass
+
+
 def python_image(client) -> str:
     """A Debian bookworm image with Python 3 and pytest, built from its default mirror once."""
     try:

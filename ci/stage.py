@@ -24,7 +24,6 @@ from ci.report import summary_markdown, verdict, write_reports
 from ci.runner import FileResult, PlannedFile, RunPlan, read_results
 from ci.thresholds import LOG_ENV, read_records
 
-HARD_DEADLINE_MARGIN_S = 120  # the runner enforces the stage timeout; the host stops the container after this much more
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         continue_on_error=options.continue_on_error,
         python="python3",
         arch=arch.name,
+        kill_grace_s=plan.stage.kill_grace_s,
     )
     run_plan.dump(report_dir / "plan.json")
     (report_dir / "results.json").unlink(missing_ok=True)
@@ -87,7 +87,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
             gpu.gpu_clean(config.container, client, out)
         spec = build_spec(config.container, arch, "default", str(outcome.image), HostView(env))
         with containers.running(spec, env):
-            watchdog = threading.Timer(run_plan.stage_timeout_s + HARD_DEADLINE_MARGIN_S, containers.stop)
+            watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
             watchdog.daemon = True
             watchdog.start()
             try:

@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 
+from ci.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.images import python_image
 from tests.support.registry import start_registry
@@ -45,13 +46,7 @@ def test_build_push_then_mirror(docker, tmp_path):
     finally:
         public.stop()
         lan.stop()
-        for image in docker.images.list(name="*/rocm/sgl-dev") + docker.images.list(name="rocm/sgl-dev"):
-            for name in image.tags:
-                if name.endswith(":" + tag):
-                    try:
-                        docker.images.remove(name, force=True)
-                    except Exception:  # gone with an earlier name
-                        pass
+        drop_tag(docker, "rocm/sgl-dev", tag)
 
 
 def test_build_without_a_dockerfile_is_a_clear_error(tmp_path):

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.errors as docker_errors
 import pytest
 
 from ci.config import load_config
@@ -20,6 +19,7 @@ from ci.errors import ToolFailure
 from ci.images import ImageName, candidate_images
 from ci.pull import Puller
 from ci.registry import connect, local_image
+from ci.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.registry import Registry, build_image, start_registry
@@ -81,13 +81,7 @@ def world(docker, tmp_path_factory):
 
 def drop_test_images(docker):
     """Remove every local name of the test tag (and only of it: a developer's images stay)."""
-    for image in docker.images.list(name="*/rocm/sgl-dev") + docker.images.list(name="rocm/sgl-dev"):
-        for name in image.tags:
-            if name.endswith(":" + TAG):
-                try:
-                    docker.images.remove(name, force=True)
-                except docker_errors.ImageNotFound:  # went with an earlier name of the same image
-                    pass
+    drop_tag(docker, "rocm/sgl-dev", TAG)
 
 
 @pytest.fixture(autouse=True)
