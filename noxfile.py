@@ -1,8 +1,11 @@
-"""nox sessions: stage_a/b/c parametrized over runner_arch, and the test suite. Thin doors only.
+"""nox sessions: one per stage in config/stages.yaml (parametrized over runner_arch), the demo,
+and the test suite. Thin doors only: each parses nothing itself and calls one function in ci/.
 
-Sessions run in the runner's own Python (venv_backend "none"): the project is installed once
-(`pip install -e .`), so no CI run rebuilds a virtualenv, and the stage work happens in Docker.
+Sessions run in the runner's own Python (venv_backend "none"): the project is installed once,
+so no CI run rebuilds a virtualenv, and the stage work happens in Docker.
 """
+
+from __future__ import annotations
 
 import nox
 
@@ -15,33 +18,25 @@ nox.options.sessions = ["tests"]
 RUNNER_ARCHES = cli.run(commands.arch_names)
 
 
-def stage(session: nox.Session, name: str, runner_arch: str) -> None:
-    cli.run(commands.stage_session, name, runner_arch, session.posargs, session.skip)
+def _register_stage(stage: str, description: str) -> None:
+    def run_stage(session: nox.Session, runner_arch: str) -> None:
+        cli.run(commands.stage_session, stage, runner_arch, session.posargs, session.skip)
+
+    run_stage.__doc__ = description
+    nox.session(name=stage.replace("-", "_"))(nox.parametrize("runner_arch", RUNNER_ARCHES)(run_stage))
+
+
+for _stage, _description in cli.run(commands.stage_sessions):
+    _register_stage(_stage, _description)
 
 
 @nox.session
-@nox.parametrize("runner_arch", RUNNER_ARCHES)
-def stage_a(session, runner_arch):
-    stage(session, "stage-a", runner_arch)
-
-
-@nox.session
-@nox.parametrize("runner_arch", RUNNER_ARCHES)
-def stage_b(session, runner_arch):
-    stage(session, "stage-b", runner_arch)
-
-
-@nox.session
-@nox.parametrize("runner_arch", RUNNER_ARCHES)
-def stage_c(session, runner_arch):
-    stage(session, "stage-c", runner_arch)
-
-
-@nox.session
-def demo(session):
+def demo(session: nox.Session) -> None:
+    """The whole path end to end on loopback: registries, pull, container, stage, reports."""
     cli.run(commands.demo_command)
 
 
 @nox.session
-def tests(session):
+def tests(session: nox.Session) -> None:
+    """The test suite (what .ci/run runs); arguments after -- go to pytest."""
     session.run("python", "-m", "pytest", *session.posargs)

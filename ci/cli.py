@@ -19,7 +19,7 @@ def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         result = func(*args, **kwargs)
     except UserError as exc:
-        _die(f"error: {exc}", UserError.exit_code)
+        _die(f"error: {exc}", UserError.exit_code, whole=exc.multiline)
     except ToolFailure as exc:
         _die(f"failed: {exc}", ToolFailure.exit_code, whole=True)  # may carry a table
     except KeyboardInterrupt:

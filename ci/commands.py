@@ -18,8 +18,9 @@ from ci.config import Config, load_config
 from ci.errors import ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
 from ci.partition import parse_partition, read_durations
-from ci.plan import build_plan, render_plan
-from ci.routing import arch_for_event, render_route, route, route_outputs
+from ci.plan import BudgetProblems, build_plan, load_tree, normalize_durations, plan_job, render_plan
+from ci.routing import Route, arches_for_event, render_route, route_outputs, routed_jobs
+from ci.suites import TreeCheck, TreeScan, select
 from ci.stage import StageOptions, partition_label, run_stage
 
 
@@ -34,31 +35,68 @@ def _workspace() -> Path:
 
 def _resolve(config: Config, arch: str | None, event: str | None = None) -> ArchResolution:
     if event and not arch:
-        spec, source = arch_for_event(config, event, None)
-        return ArchResolution(spec, source)
+        arches, source = arches_for_event(config, event, None)
+        return ArchResolution(arches[0], source)
     return resolve_arch(config, flag=arch, env=_env())
 
 
-def route_command(event: str, runner_arch: str | None = None) -> int:
-    """`invoke route`: print the arch and runner label of every stage job; write $GITHUB_OUTPUT."""
+def _tree(config: Config, test_root: str | None = None) -> tuple[TreeScan, TreeCheck]:
+    """The workspace's test tree, scanned and checked once for the whole command."""
+    return load_tree(config, _workspace() / (test_root or config.suites.test_root))
+
+
+def _partition_counts(config: Config, arches, stages, tree, recorded: Mapping[str, float]) -> dict[tuple[str, str], int]:
+    """Partition counts of jobs whose config says auto, sized on the tree (budget problems fail here)."""
+    scan, _ = tree
+    problems: list[str] = []
+    counts = {}
+    recorded = normalize_durations(recorded, config)
+    for stage in stages:
+        for job in stage.suites:
+            arch = next((a for a in arches if a.name in job.arches), None)
+            if arch is None:
+                continue
+            run, disabled = select(scan.files, job.suite, stage.nightly)
+            counts[(job.suite, arch.name)] = plan_job(config, stage, job, arch, run, disabled, recorded, problems).total
+    if problems:
+        raise BudgetProblems(problems)
+    return counts
+
+
+def route_command(event: str, runner_arch: str | None = None, cadence: str = "per-commit",
+                  durations: str | None = None) -> int:
+    """`invoke route`: print the runner label, timeout and partition count of every job the event
+    runs (per-commit or nightly stages); write them to $GITHUB_OUTPUT in Actions."""
     config = load_config()
-    result = route(config, event, runner_arch)
+    if cadence not in ("per-commit", "nightly"):
+        raise UserError(f"--cadence {cadence!r}: allowed: per-commit, nightly")
+    arches, source = arches_for_event(config, event, runner_arch or None)
+    stages = [s for s in config.stages.values() if s.cadence == cadence]
+    tree = _tree(config)
+    counts = _partition_counts(config, arches, stages, tree, read_durations(Path(durations) if durations else None))
+    result = Route(event, arches, source, routed_jobs(config, arches, stages, counts))
+    for warning in tree[1].warnings:
+        print(f"warning: {warning}")
     for line in render_route(result):
         print(line)
     if github.write_outputs(route_outputs(result), _env()):
-        print("wrote arch and jobs to $GITHUB_OUTPUT")
+        print("wrote arches and jobs to $GITHUB_OUTPUT")
     return 0
 
 
 def plan_command(event: str | None = None, arch: str | None = None, stage: str | None = None,
                  image: str | None = None, rocm: str | None = None) -> int:
-    """`invoke plan`: what each stage would do, with no Docker and no GPU."""
+    """`invoke plan`: what each stage would do on the arch, with no Docker and no GPU; the tree is
+    scanned once for all stages."""
     config = load_config()
     stages = [config.stage(stage).name] if stage else list(config.stages)
     resolution = _resolve(config, arch, event)
+    tree = _tree(config)
     for name in stages:
-        plan = build_plan(config, name, resolution, _today(), image=image, rocm=rocm,
-                          test_root=_workspace() / config.suites.test_root)
+        if not config.stages[name].jobs_for(resolution.arch.name):
+            print(f"stage {name}: no job on {resolution.arch.name}")
+            continue
+        plan = build_plan(config, name, resolution, _today(), tree, image=image, rocm=rocm)
         for line in render_plan(plan):
             print(line)
     return 0
@@ -67,8 +105,8 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
 def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Callable[[str], None]) -> int:
     """One parametrized nox session: run when `runner_arch` is this run's arch, else skip."""
     config = load_config()
-    args = parse_stage_args(f"nox -s {stage.replace('-', '_')} --", posargs)
-    config.stage(stage)
+    spec = config.stage(stage)
+    args = parse_stage_args(f"nox -s {spec.name.replace('-', '_')} --", posargs)
     partition_arg = parse_partition(args.partition) if args.partition else None
     if args.retries is not None and args.retries < 0:
         raise UserError(f"--retries {args.retries}: must be >= 0")
@@ -77,17 +115,19 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
         return 0
     workspace = _workspace()
-    test_root = workspace / (args.test_root or config.suites.test_root)
     durations = Path(args.durations) if args.durations else None
     image = args.image or _env().get("AMD_CI_IMAGE") or None  # the old scripts' override, kept
-    plan = build_plan(config, stage, resolution, _today(), image=image, rocm=args.rocm, suite=args.suite,
-                      test_root=test_root, partition_arg=partition_arg, recorded=read_durations(durations),
-                      require_tests=not args.dry_run)
+    tree = _tree(config, args.test_root)
+    if not spec.jobs_for(resolution.arch.name) and args.dry_run:
+        print(f"stage {spec.name}: no job runs on {resolution.arch.name} (its jobs run on "
+              f"{', '.join(sorted({a for j in spec.suites for a in j.arches}))}): nothing to plan")
+        return 0
+    plan = build_plan(config, stage, resolution, _today(), tree, image=image, rocm=args.rocm, suite=args.suite,
+                      partition_arg=partition_arg, recorded=read_durations(durations))
     if args.dry_run:
         for line in render_plan(plan):
             print(line)
         return 0
-    spec = config.stage(stage)
     options = StageOptions(
         workspace=workspace,
         report_dir=Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan),
@@ -95,11 +135,19 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         continue_on_error=args.continue_on_error,
         durations=durations,
     )
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return run_stage(config, plan, options, _env(), _today())
+
 
 def arch_names() -> list[str]:
     """The arches nox parametrizes the stage sessions over."""
     return list(load_config().arches)
+
+
+def stage_sessions() -> list[tuple[str, str]]:
+    """(stage name, description) of every stage: nox registers one session each."""
+    return [(name, spec.description) for name, spec in load_config().stages.items()]
 
 
 def pull_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:

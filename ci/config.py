@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
-from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Document, build, read_yaml
+from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Check, Document, build, read_yaml
 
 PositiveInt = Annotated[int, POSITIVE]
 PositiveFloat = Annotated[float, POSITIVE]
@@ -59,8 +59,9 @@ class ArchesFile:
 # --- routing.yaml --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RoutingConfig:
-    events: Annotated[Mapping[str, str], NON_EMPTY]  # event -> arch name, or "input"
+    events: Annotated[Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]], NON_EMPTY]  # event -> arches or "input"
     default_input: str
+    input_arches: Annotated[tuple[str, ...], NON_EMPTY]
 
 
 # --- images.yaml ---------------------------------------------------------------------------
@@ -123,29 +124,61 @@ class PullConfig:
 
 
 # --- stages.yaml ---------------------------------------------------------------------------
+PerArch = Mapping[str, PositiveFloat]  # "default" plus per-arch values
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class SuiteJob:
+    """One CI job: a suite on the arch pools that run it, with its budgets."""
+
     suite: str
+    arches: Annotated[tuple[str, ...], NON_EMPTY]
     gpus: PositiveInt
-    partitions: PositiveInt = 1
+    partitions: Union[PositiveInt, Literal["auto"]]
+    per_file_timeout_s: PerArch
+    timeout_minutes: PerArch
+    variant: str
+    label_suffix: str
+    changes: str  # a change filter of workflows.yaml, or "always"
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    suites: Annotated[tuple[SuiteJob, ...], NON_EMPTY]
-    timeout_minutes: Mapping[str, PositiveFloat]  # "default" plus per-arch values
-    per_file_timeout_s: PositiveFloat = 1200.0
-    job_setup_minutes: PositiveFloat = 30.0  # pull + container start, added for the job timeout
-    retries: Annotated[int, NON_NEGATIVE] = 0  # retries of a file whose failure looks retryable
-    kill_grace_s: NonNegativeFloat = 1.0  # SIGTERM to a timed-out file's tree, SIGKILL this much later
-    hard_deadline_margin_s: PositiveFloat = 120.0  # host stops the container this long after the stage timeout
-    name: str = ""
+    def per_file_timeout_for(self, arch: str) -> float:
+        return self.per_file_timeout_s.get(arch, self.per_file_timeout_s["default"])
 
     def timeout_for(self, arch: str) -> float:
         return self.timeout_minutes.get(arch, self.timeout_minutes["default"])
 
-    def job_timeout_minutes(self, arch: str) -> int:
-        return int(-(-(self.timeout_for(arch) + self.job_setup_minutes) // 1))
+
+@dataclass(frozen=True)
+class StageSpec:
+    description: str
+    cadence: Literal["per-commit", "nightly"]
+    needs: tuple[str, ...]
+    suites: Annotated[tuple[SuiteJob, ...], NON_EMPTY]
+    retries: Annotated[int, NON_NEGATIVE]  # retries of a file whose failure looks retryable
+    kill_grace_s: NonNegativeFloat  # SIGTERM to a timed-out file's tree, SIGKILL this much later
+    hard_deadline_margin_s: PositiveFloat  # host stops the container this long after the stage timeout
+    job_setup_minutes: PositiveFloat  # pull + container start + install, added for the job timeout
+    budget_share: Annotated[float, Check(lambda v: 0 < v <= 1, "in (0, 1]")]
+    max_partitions: PositiveInt
+    pr_label: str  # "" or a label a pull request must carry to run this stage (schedule runs it always)
+    name: str = ""  # filled from the mapping key by the loader
+
+    @property
+    def nightly(self) -> bool:
+        return self.cadence == "nightly"
+
+    def jobs_for(self, arch: str) -> tuple[SuiteJob, ...]:
+        return tuple(job for job in self.suites if arch in job.arches)
+
+    def job(self, suite: str) -> SuiteJob:
+        for job in self.suites:
+            if job.suite == suite:
+                return job
+        raise ConfigError(f"unknown suite {suite!r} for {self.name} (allowed: {', '.join(j.suite for j in self.suites)})")
+
+    def job_timeout_minutes(self, job: SuiteJob, arch: str) -> int:
+        return int(-(-(job.timeout_for(arch) + self.job_setup_minutes) // 1))
 
 
 # --- container.yaml --------------------------------------------------------------------------
@@ -233,13 +266,39 @@ class ListedFile:
 
 
 @dataclass(frozen=True)
+class CommandUnit:
+    """A unit of a suite that is a command, not a registered file (SGLang's diffusion runner,
+    the sgl-kernel pytest files). `{partition}` (0-based) and `{partitions}` in argv are filled in
+    when `every_partition` is set; otherwise the unit is partitioned like a file."""
+
+    name: str
+    argv: Annotated[tuple[str, ...], NON_EMPTY]
+    cwd: str  # relative to the workspace
+    est_time: PositiveFloat
+    every_partition: bool
+    only_partition: Union[PositiveInt, None]  # 1-based; None: wherever partitioning puts it
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """A registration mistake in the test tree that is not ours to fix: warned on every plan."""
+
+    suites: Annotated[tuple[str, ...], NON_EMPTY]
+    reason: str
+    link: str
+
+
+@dataclass(frozen=True)
 class SuitesConfig:
-    test_root: str = "test/registered"
-    register_function: str = "register_amd_ci"
-    extra_suites: tuple[str, ...] = ()
-    files: Mapping[str, tuple[ListedFile, ...]] = field(default_factory=lambda: EMPTY)
-    est_time_overrides: Mapping[str, Mapping[str, PositiveFloat]] = field(default_factory=lambda: EMPTY)
-    runner: Literal["auto", "unittest", "pytest"] = "auto"
+    test_root: str
+    register_function: str
+    cuda_register_function: str
+    files: Mapping[str, tuple[ListedFile, ...]]
+    commands: Mapping[str, tuple[CommandUnit, ...]]
+    est_time_overrides: Mapping[str, Mapping[str, PositiveFloat]]
+    runner: Literal["auto", "unittest", "pytest"]
+    acknowledged: tuple[Acknowledgement, ...]
 
 
 # --- workflows.yaml --------------------------------------------------------------------------
@@ -265,6 +324,9 @@ class WorkflowsConfig:
     build_timeout_minutes: PositiveInt
     mirror_runner: str
     mirror_timeout_minutes: PositiveInt
+    # Change detection: filter name -> path globs (fnmatch-style, `**` for any depth, `!` excludes).
+    change_filters: Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]]
+    fastfail_bypass_label: str  # a pull request with this label runs every stage and file
 
 
 # --- thresholds.yaml -------------------------------------------------------------------------
@@ -300,8 +362,8 @@ class Config:
     images: ImageConfig
     pull: PullConfig
     stages: Mapping[str, StageSpec]
+    suites: SuitesConfig
     container: ContainerConfig | None = None
-    suites: SuitesConfig = SuitesConfig()
     workflows: WorkflowsConfig | None = None
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
     known_issues: tuple[KnownIssue, ...] = ()
@@ -313,7 +375,11 @@ class Config:
         return self.arches[name]
 
     def known_suites(self) -> list[str]:
-        return [job.suite for stage in self.stages.values() for job in stage.suites] + list(self.suites.extra_suites)
+        """Every suite a job runs."""
+        return [job.suite for stage in self.stages.values() for job in stage.suites]
+
+    def acknowledged(self, suite: str) -> Acknowledgement | None:
+        return next((a for a in self.suites.acknowledged if suite in a.suites), None)
 
     def stage(self, name: str) -> StageSpec:
         key = name.replace("_", "-")
@@ -404,18 +470,16 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     arches = list(config.arches)
     allowed = f"allowed: {', '.join(arches)}"
     routing = docs["routing"]
-    for event, target in config.routing.events.items():
-        if target != "input" and target not in config.arches:
-            raise routing.fail(("events", event), f"unknown arch {target!r} ({allowed}, or input)")
-    if config.routing.default_input not in config.arches:
-        raise routing.fail(("default_input",), f"unknown arch {config.routing.default_input!r} ({allowed})")
-    stages = docs["stages"]
-    for name, stage in config.stages.items():
-        if "default" not in stage.timeout_minutes:
-            raise stages.fail((name, "timeout_minutes"), "needs a 'default' value")
-        for key in stage.timeout_minutes:
-            if key != "default" and key not in config.arches:
-                raise stages.fail((name, "timeout_minutes", key), f"unknown arch {key!r} ({allowed}, or default)")
+    for event, targets in config.routing.events.items():
+        for index, target in enumerate(targets):
+            if target != "input" and target not in config.arches:
+                raise routing.fail(("events", event, index), f"unknown arch {target!r} ({allowed}, or input)")
+    for index, arch in enumerate(config.routing.input_arches):
+        if arch not in config.arches:
+            raise routing.fail(("input_arches", index), f"unknown arch {arch!r} ({allowed})")
+    if config.routing.default_input not in config.routing.input_arches:
+        raise routing.fail(("default_input",), f"{config.routing.default_input!r} is not one of input_arches")
+    _check_stages(config, docs["stages"], docs["suites"], allowed)
     images = docs["images"]
     if config.images.rocm not in config.images.rocm_versions:
         raise images.fail(("rocm",), f"{config.images.rocm!r} is not in rocm_versions")
@@ -434,9 +498,15 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
             raise docs["workflows"].fail(("nightly_builds", index, "arch"), f"unknown arch {nightly_build.arch!r} ({allowed})")
         if nightly_build.rocm not in config.images.rocm_versions:
             raise docs["workflows"].fail(("nightly_builds", index, "rocm"), f"unknown ROCm {nightly_build.rocm!r}")
-    for suite in config.suites.files:
-        if suite not in config.known_suites():
-            raise docs["suites"].fail(("files", suite), f"unknown suite {suite!r}: add it to a stage or extra_suites")
+    for key in ("files", "commands"):
+        for suite in getattr(config.suites, key):
+            if suite not in config.known_suites():
+                raise docs["suites"].fail((key, suite), f"unknown suite {suite!r}: no job in stages.yaml runs it")
+    for index, ack in enumerate(config.suites.acknowledged):
+        for suite in ack.suites:
+            if suite in config.known_suites():
+                raise docs["suites"].fail(("acknowledged", index, "suites"),
+                                          f"{suite!r} has a job in stages.yaml: it needs no acknowledgement")
     for index, issue in enumerate(config.known_issues):
         for arch in issue.arches:
             if arch not in config.arches:
@@ -448,6 +518,35 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     if "token" not in re.compile(config.detection.runner_name_pattern).groupindex:
         raise docs["arches"].fail(("detection", "runner_name_pattern"), "needs a named group (?P<token>...)")
 
+
+
+def _check_stages(config: Config, doc: Document, suites_doc: Document, allowed: str) -> None:
+    seen: dict[str, str] = {}
+    variants = {"default", *(config.container.variants if config.container else ())}
+    for name, stage in config.stages.items():
+        for needed in stage.needs:
+            if needed not in config.stages or needed == name:
+                raise doc.fail((name, "needs"), f"unknown stage {needed!r} (allowed: {', '.join(s for s in config.stages if s != name)})")
+        for index, job in enumerate(stage.suites):
+            where = (name, "suites", index)
+            if job.suite in seen:
+                raise doc.fail(where + ("suite",), f"suite {job.suite!r} already has a job in {seen[job.suite]}")
+            seen[job.suite] = name
+            for arch in job.arches:
+                if arch not in config.arches:
+                    raise doc.fail(where + ("arches",), f"unknown arch {arch!r} ({allowed})")
+            for key in ("per_file_timeout_s", "timeout_minutes"):
+                values = getattr(job, key)
+                if "default" not in values:
+                    raise doc.fail(where + (key,), "needs a 'default' value")
+                for arch in values:
+                    if arch != "default" and arch not in job.arches:
+                        raise doc.fail(where + (key, arch), f"{arch!r} is not one of the job's arches ({', '.join(job.arches)})")
+            if job.variant not in variants:
+                raise doc.fail(where + ("variant",), f"unknown variant {job.variant!r} (allowed: {', '.join(sorted(variants))})")
+            filters = {"always", *(config.workflows.change_filters if config.workflows else ())}
+            if job.changes not in filters:
+                raise doc.fail(where + ("changes",), f"unknown change filter {job.changes!r} (allowed: {', '.join(sorted(filters))})")
 
 
 def _check_thresholds(config: Config, doc: Document, allowed: str) -> None:

@@ -5,6 +5,7 @@ class UserError(Exception):
     """Bad input from a person or a config file: said in one line, never with a traceback."""
 
     exit_code = 2
+    multiline = False  # a report of several problems (a test tree, budgets) is printed whole
 
 
 class ConfigError(UserError):

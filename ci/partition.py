@@ -8,6 +8,7 @@ est_time."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +108,24 @@ def estimates(est_times: Mapping[str, float], recorded: Mapping[str, float]) -> 
 
 
 def read_durations(path: Path | None) -> dict[str, float]:
-    if path is None or not path.exists():
+    """A durations file (JSON object: file -> seconds); None -> {}. Anything else is one clear error."""
+    if path is None:
         return {}
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not a durations file (JSON object of file -> seconds): {exc.msg}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-        raise UserError(f"{path}: not a durations file (JSON object of file -> seconds)")
-    return {str(k): float(v) for k, v in data.items()}
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise UserError(f"--durations {path}: cannot read it ({why})") from None
+    wanted = "a JSON object of file -> seconds, each finite and >= 0"
+    try:
+        data = json.loads(text, parse_constant=lambda c: float("nan"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"--durations {path}: not JSON ({getattr(exc, 'msg', 'too deeply nested')}); expected {wanted}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--durations {path}: expected {wanted}, got {type(data).__name__}")
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UserError(f"--durations {path}: {key!r}: {value!r} is not allowed; expected {wanted}")
+        out[str(key)] = float(value)
+    return out

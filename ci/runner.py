@@ -37,9 +37,13 @@ TAIL_LINES = 200
 
 @dataclass(frozen=True)
 class PlannedFile:
-    path: str
+    path: str  # a file under the test root, or a command's name
     est_time: float
-    style: str = "unittest"  # unittest | pytest
+    style: str = "unittest"  # unittest | pytest | command
+    timeout_s: float = 0.0  # its job's per-file timeout; 0: the plan's
+    argv: tuple[str, ...] = ()  # command: what runs (no shell)
+    cwd: str = ""  # command: where it runs
+    env: dict[str, str] = field(default_factory=dict)  # command: added to the environment
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class RunPlan:
     @staticmethod
     def load(path: Path) -> "RunPlan":
         data = json.loads(path.read_text())
-        data["files"] = tuple(PlannedFile(**f) for f in data["files"])
+        data["files"] = tuple(PlannedFile(**{**f, "argv": tuple(f.get("argv", ()))}) for f in data["files"])
         return RunPlan(**data)
 
     def dump(self, path: Path) -> None:
@@ -144,7 +148,10 @@ def _own_report(style: str, output: str, junit: Path) -> tuple[int | None, int |
 
 def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, out: TextIO, junit: Path) -> Attempt:
     root = Path(plan.test_root)
-    if file.style == "pytest":
+    extra_env: dict[str, str] = {}
+    if file.style == "command":
+        argv, root, extra_env = list(file.argv), Path(file.cwd), dict(file.env)
+    elif file.style == "pytest":
         argv = [plan.python, "-m", "pytest", file.path, "-q", "-p", "no:cacheprovider", "-rsxX", f"--junitxml={junit}"]
         if plan.arch:
             argv += ["-p", "ci.known_issues", "--sgl-arch", plan.arch]
@@ -153,7 +160,7 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
     junit.unlink(missing_ok=True)
     started = time.monotonic()
     process = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               start_new_session=True, env={**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"})
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def pump() -> None:
@@ -184,13 +191,18 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
     output = "".join(tail)
     if timed_out:
         return Attempt(code, seconds, "timeout", f"killed after {timeout_s:.0f} s", retryable=True)
-    tests, failures = _own_report(file.style, output, junit)
+    if file.style == "command":  # a command (its own runner) reports through its exit code alone
+        tests, failures = None, None
+    else:
+        tests, failures = _own_report(file.style, output, junit)
     if code != 0:
         crash = NOT_RETRYABLE.search(output)
         errors = ERROR_LINE.findall(output)
         why = f"exit code {code}" + (f": {errors[-1].strip()[:200]}" if errors else f" ({crash.group(0)})" if crash else "")
         return Attempt(code, seconds, "failed", why,
                        retryable=not crash and bool(RETRYABLE.search(output)), tests=tests, failures=failures)
+    if file.style == "command":
+        return Attempt(code, seconds, "passed")
     if failures:
         return Attempt(code, seconds, "failed", f"exit code 0 but its own report shows {failures} failure(s)",
                        tests=tests, failures=failures)
@@ -217,12 +229,13 @@ def run_plan(plan: RunPlan, out: TextIO = sys.stdout, clock=time.monotonic) -> l
             if left <= 0:
                 stop_reason = f"stage timeout ({plan.stage_timeout_s / 60:g} min) reached"
                 break
-            timeout = min(plan.per_file_timeout_s, left)
+            per_file = file.timeout_s or plan.per_file_timeout_s
+            timeout = min(per_file, left)
             print(f"=== [{index}/{len(plan.files)}] {file.path} (est {file.est_time:g} s, timeout {timeout:.0f} s"
                   f"{', retry ' + str(attempt_number) if attempt_number else ''})", file=out, flush=True)
             with open(report_dir / "logs" / f"{safe}.{attempt_number}.log", "w") as log:
                 attempt = run_once(plan, file, timeout, log, out, report_dir / "logs" / f"{safe}.{attempt_number}.xml")
-            if attempt.verdict == "timeout" and timeout < plan.per_file_timeout_s:
+            if attempt.verdict == "timeout" and timeout < per_file:
                 attempt.reason = f"stage timeout reached after {attempt.seconds:.0f} s"
                 attempt.retryable = False
                 stop_reason = f"stage timeout ({plan.stage_timeout_s / 60:g} min) reached"

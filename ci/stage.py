@@ -36,8 +36,34 @@ class StageOptions:
 
 
 def partition_label(plan: StagePlan) -> str:
-    picked = [f"{s.job.suite}-{s.selected}of{len(s.partitioning.parts)}" for s in plan.suites if s.selected]
+    picked = [f"{j.job.suite}-{j.selected}of{j.total}" for j in plan.jobs if j.selected]
     return plan.stage.name + ("-" + "-".join(picked) if picked else "")
+
+
+def planned_files(config: Config, plan: StagePlan, workspace: Path) -> tuple[PlannedFile, ...]:
+    """The runner's view of the plan: each unit with its job's per-file timeout. A unittest file
+    that a known issue touches runs under pytest, so the plugin can skip or xfail that one test
+    for this arch (pytest runs unittest.TestCase classes as they are)."""
+    arch = plan.resolution.arch.name
+    workdir = config.container.workdir
+    files = []
+    for job in plan.jobs:
+        for unit in job.units_to_run():
+            if unit.style == "command":
+                cwd = container_path(workspace, workspace / unit.cwd, workdir)
+                files.append(PlannedFile(unit.name, unit.seconds, "command", job.per_file_timeout_s, unit.argv, cwd, dict(unit.env)))
+                continue
+            style = "pytest" if touching(config.known_issues, unit.name, arch) else unit.style
+            files.append(PlannedFile(unit.name, unit.est_time, style, job.per_file_timeout_s))
+    return tuple(files)
+
+
+def variant_of(plan: StagePlan) -> str:
+    variants = sorted({j.job.variant for j in plan.jobs})
+    if len(variants) > 1:
+        raise UserError(f"{plan.stage.name}: its jobs on {plan.resolution.arch.name} need different containers "
+                        f"({', '.join(variants)}): run one at a time with --suite")
+    return variants[0]
 
 
 def container_path(workspace: Path, host_path: Path, workdir: str) -> str:
@@ -51,8 +77,9 @@ def container_path(workspace: Path, host_path: Path, workdir: str) -> str:
 
 def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mapping[str, str],
               today: dt.date, out: TextIO = sys.stdout) -> int:
-    files = [f for suite in plan.suites for f in suite.files_to_run()]
-    disabled = [f for suite in plan.suites for f in suite.disabled]
+    files = planned_files(config, plan, options.workspace)
+    disabled = [f for job in plan.jobs for f in job.disabled]
+    variant = variant_of(plan)
     report_dir = options.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     workdir = config.container.workdir
@@ -61,11 +88,8 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         stage=partition_label(plan),
         test_root=container_path(options.workspace, plan.test_root, workdir),
         report_dir=container_path(options.workspace, report_dir, workdir),
-        # A unittest file that a known issue touches runs under pytest, so the plugin can skip or
-        # xfail that one test for this arch (pytest runs unittest.TestCase classes as they are).
-        files=tuple(PlannedFile(f.path, f.est_time, "pytest" if touching(config.known_issues, f.path, arch.name) else f.style)
-                    for f in files),
-        per_file_timeout_s=plan.per_file_timeout_s,
+        files=files,
+        per_file_timeout_s=max(j.per_file_timeout_s for j in plan.jobs),
         stage_timeout_s=plan.timeout_minutes * 60,
         retries=options.retries,
         continue_on_error=options.continue_on_error,
@@ -81,11 +105,11 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         client = registry.connect(config.pull.probe_timeout_s)
         image = plan.images[0] if plan.image_overridden else None
         with github.group("image", env, out):
-            outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, None, today)
+            outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
         containers = Containers(client, config.container, out)
         with github.group("GPU hygiene", env, out):
             gpu.gpu_clean(config.container, client, out)
-        spec = build_spec(config.container, arch, "default", str(outcome.image), HostView(env))
+        spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
         with containers.running(spec, env):
             watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
             watchdog.daemon = True
@@ -102,7 +126,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     results = _results(report_dir, run_plan, runner_code)
     write_reports(report_dir, run_plan.stage, results, disabled, read_durations(options.durations))
     code, line = verdict(results)
-    notes = known_issue_notes(config, arch.name, [f.path for f in files], today)
+    notes = [*known_issue_notes(config, arch.name, [f.path for f in files], today), *plan.warnings]
     if runner_code not in (None, 0, 1):
         notes.append(f"the runner itself exited with {runner_code}")
         code = 1

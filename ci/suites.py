@@ -1,10 +1,16 @@
 """Test files and their suites, from SGLang's registration calls parsed with `ast` (never
-imported): `register_amd_ci(est_time, suite, nightly, disabled, *, stage, runner_config)`."""
+imported): `register_amd_ci(est_time, suite, nightly, disabled, *, stage, runner_config)`.
+One scan reads the whole tree once and collects every problem, so one run can list them all."""
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Mapping
+import enum
+import math
+import os
+import stat
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +19,25 @@ from ci.errors import UserError
 
 POSITIONAL = ("est_time", "suite", "nightly", "disabled")
 KEYWORDS = set(POSITIONAL) | {"stage", "runner_config"}
+
+
+class Problem(enum.Enum):
+    """Kinds of registration problems, in the order the report groups them."""
+
+    UNREADABLE = "cannot be read or parsed"
+    BAD_CALL = "registration call cannot be read statically"
+    BAD_VALUE = "registration value of the wrong kind"
+    CUDA_SUITE = "AMD registration names a CUDA suite"
+    NEVER_RUNS = "suite has no job: it would never run"
+    DUPLICATE = "file registered twice in one suite"
+    NO_MAIN = "enabled unittest-style file without an executable __main__: it would run nothing"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Problem
+    where: str  # path:line
+    message: str
 
 
 @dataclass(frozen=True)
@@ -24,101 +49,228 @@ class RegisteredFile:
     disabled: str | None = None  # the reason, when disabled
     line: int = 0
     style: str = "unittest"  # unittest | pytest
+    has_main: bool = True
 
 
-class RegistrationError(UserError):
-    """A registration call we cannot read, or that names a suite config does not know."""
+@dataclass(frozen=True)
+class TreeScan:
+    """Every AMD registration in a tree, the CUDA suite names, and what could not be read."""
+
+    root: Path
+    files: tuple[RegisteredFile, ...]
+    cuda_suites: frozenset[str]
+    findings: tuple[Finding, ...] = ()
 
 
-def _literal(node: ast.expr, where: str, name: str):
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise RegistrationError(f"{where}: {name} must be a literal, got `{ast.unparse(node)}`") from None
+@dataclass(frozen=True)
+class TreeCheck:
+    problems: tuple[Finding, ...]
+    warnings: tuple[str, ...]  # acknowledged mistakes, said on every plan
 
 
-def registrations(source: str, path: str, function: str = "register_amd_ci") -> list[dict]:
-    """The module-level calls of `function` in a file's source, as keyword dicts."""
-    try:
-        tree = ast.parse(source, filename=path)
-    except SyntaxError as exc:
-        raise RegistrationError(f"{path}:{exc.lineno}: cannot parse: {exc.msg}") from None
-    found = []
+class TreeProblems(UserError):
+    """Every problem of a test tree, grouped by kind: printed whole, exit code 2."""
+
+    multiline = True
+
+    def __init__(self, problems: Iterable[Finding], title: str = "the test tree") -> None:
+        problems = list(problems)
+        lines = [f"{title} has {len(problems)} problem(s); fix the tree or config (stages.yaml jobs, "
+                 f"suites.yaml acknowledged):"]
+        for kind in Problem:
+            group = [p for p in problems if p.kind is kind]
+            if group:
+                lines.append(f"  {kind.value} ({len(group)}):")
+                lines += [f"    {p.where}: {p.message}" for p in sorted(group, key=lambda p: p.where)]
+        super().__init__("\n".join(lines))
+
+
+def _call_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _has_main(tree: ast.Module) -> bool:
+    """`if __name__ == "__main__":` with a call in its body, as SGLang's registration API checks."""
     for statement in tree.body:
-        call = statement.value if isinstance(statement, ast.Expr) else None
-        if not isinstance(call, ast.Call):
-            continue
-        name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr if isinstance(call.func, ast.Attribute) else None
-        if name != function:
-            continue
-        where = f"{path}:{call.lineno}"
-        if len(call.args) > len(POSITIONAL):
-            raise RegistrationError(f"{where}: {function} takes at most {len(POSITIONAL)} positional arguments")
-        if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
-            raise RegistrationError(f"{where}: *args/**kwargs cannot be read statically")
-        values = {POSITIONAL[i]: _literal(a, where, POSITIONAL[i]) for i, a in enumerate(call.args)}
-        for keyword in call.keywords:
-            if keyword.arg not in KEYWORDS:
-                raise RegistrationError(f"{where}: unknown argument {keyword.arg!r} (allowed: {', '.join(sorted(KEYWORDS))})")
-            if keyword.arg in values:
-                raise RegistrationError(f"{where}: {keyword.arg} given twice")
-            values[keyword.arg] = _literal(keyword.value, where, keyword.arg)
-        values["line"] = call.lineno
-        found.append(values)
-    return found
+        test = statement.test if isinstance(statement, ast.If) else None
+        if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+                and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+                and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == "__main__"):
+            module = ast.Module(body=statement.body, type_ignores=[])
+            if any(isinstance(node, ast.Call) for node in ast.walk(module)):
+                return True
+    return False
 
 
-def _suite_of(values: dict, where: str) -> str:
-    if values.get("stage") is not None or values.get("runner_config") is not None:
-        if values.get("stage") is None or values.get("runner_config") is None:
-            raise RegistrationError(f"{where}: stage and runner_config go together")
-        if values.get("suite") is not None:
-            raise RegistrationError(f"{where}: give suite, or stage and runner_config, not both")
-        return f"{values['stage']}-test-{values['runner_config']}"
-    if not isinstance(values.get("suite"), str):
-        raise RegistrationError(f"{where}: no suite (give suite=, or stage= and runner_config=)")
-    return values["suite"]
+def _read_call(call: ast.Call, where: str, function: str, findings: list[Finding]) -> dict | None:
+    """The call's arguments as literals, or None (with a finding) when they cannot be read."""
+    if len(call.args) > len(POSITIONAL):
+        findings.append(Finding(Problem.BAD_CALL, where, f"{function} takes at most {len(POSITIONAL)} positional arguments"))
+        return None
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        findings.append(Finding(Problem.BAD_CALL, where, "*args/**kwargs cannot be read statically"))
+        return None
+    pairs = list(zip(POSITIONAL, call.args)) + [(k.arg, k.value) for k in call.keywords]
+    values: dict = {}
+    for name, node in pairs:
+        if name not in KEYWORDS:
+            findings.append(Finding(Problem.BAD_CALL, where, f"unknown argument {name!r} (allowed: {', '.join(sorted(KEYWORDS))})"))
+            return None
+        if name in values:
+            findings.append(Finding(Problem.BAD_CALL, where, f"{name} given twice"))
+            return None
+        try:
+            values[name] = ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            findings.append(Finding(Problem.BAD_CALL, where, f"{name} must be a literal, got `{ast.unparse(node)[:80]}`"))
+            return None
+    return values
 
 
-def _style(source: str, configured: str) -> str:
+def _suite_of(values: dict, where: str, findings: list[Finding]) -> str | None:
+    stage, runner_config, suite = values.get("stage"), values.get("runner_config"), values.get("suite")
+    if stage is not None or runner_config is not None:
+        if not (isinstance(stage, str) and isinstance(runner_config, str)) or suite is not None:
+            findings.append(Finding(Problem.BAD_CALL, where, "give suite=, or stage= and runner_config= (both strings), not a mix"))
+            return None
+        return f"{stage}-test-{runner_config}"
+    if not isinstance(suite, str) or not suite:
+        findings.append(Finding(Problem.BAD_CALL, where, f"no suite (give suite=, or stage= and runner_config=), got {suite!r}"))
+        return None
+    return suite
+
+
+def _checked_values(values: dict, where: str, findings: list[Finding]) -> tuple[float, bool, str | None] | None:
+    est, nightly, disabled = values.get("est_time"), values.get("nightly", False), values.get("disabled")
+    bad = []
+    if not isinstance(est, (int, float)) or isinstance(est, bool) or not math.isfinite(est) or est <= 0:
+        bad.append(f"est_time must be a finite number of seconds > 0, got {est!r}")
+    if not isinstance(nightly, bool):
+        bad.append(f"nightly must be True or False, got {nightly!r}")
+    if disabled is not None and (not isinstance(disabled, str) or not disabled.strip()):
+        bad.append(f"disabled must be a reason (a non-empty string) or absent, got {disabled!r}")
+    for message in bad:
+        findings.append(Finding(Problem.BAD_VALUE, where, message))
+    return None if bad else (float(est), nightly, disabled)
+
+
+def style_of(source: str, configured: str) -> str:
     if configured != "auto":
         return configured
     return "pytest" if ("import pytest" in source or "from pytest" in source) and "unittest.main" not in source else "unittest"
 
 
-def discover(root: Path, config: Config, arch: str | None = None) -> list[RegisteredFile]:
-    """Every registration under `root` and every file config lists, validated against known suites."""
+def _regular_python_files(root: Path) -> Iterable[Path]:
+    """Regular *.py files under root, never through a link (no loops, nothing outside the root)."""
+    for directory, subdirs, names in os.walk(root, followlinks=False):
+        subdirs.sort()
+        for name in sorted(names):
+            if not name.endswith(".py"):
+                continue
+            path = Path(directory, name)
+            try:
+                if stat.S_ISREG(path.lstat().st_mode):
+                    yield path
+            except OSError:
+                continue
+
+
+def scan_tree(root: Path, config: Config) -> TreeScan:
+    """Read every registration under `root` once (files without the function's name are skipped
+    unread by the parser) and the CUDA suite names the same files use."""
     suites = config.suites
-    known = set(config.known_suites())
-    overrides: Mapping[str, float] = suites.est_time_overrides.get(arch, {}) if arch else {}
+    amd, cuda = suites.register_function, suites.cuda_register_function
     files: list[RegisteredFile] = []
-    for file in sorted(root.rglob("*.py")):
+    cuda_suites: set[str] = set()
+    findings: list[Finding] = []
+    for file in _regular_python_files(root):
         relative = file.relative_to(root).as_posix()
-        source = file.read_text(encoding="utf-8", errors="replace")
-        if suites.register_function not in source:
+        try:
+            source = file.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            if isinstance(exc, UnicodeDecodeError):
+                findings.append(Finding(Problem.UNREADABLE, relative, "not UTF-8 text"))
             continue
-        for values in registrations(source, relative, suites.register_function):
-            where = f"{relative}:{values['line']}"
-            suite = _suite_of(values, where)
-            if suite not in known:
-                raise RegistrationError(f"{where}: suite {suite!r} is not known to config "
-                                        f"(stages.yaml suites or suites.yaml extra_suites); it would never run")
-            est = values.get("est_time")
-            if not isinstance(est, (int, float)) or isinstance(est, bool) or est <= 0:
-                raise RegistrationError(f"{where}: est_time must be a number of seconds > 0, got {est!r}")
-            disabled = values.get("disabled")
-            files.append(RegisteredFile(relative, suite, float(overrides.get(relative, est)), bool(values.get("nightly")),
-                                  str(disabled) if disabled else None, values["line"], _style(source, suites.runner)))
-    for suite, listed in suites.files.items():
-        for item in listed:
-            path = root / item.path
-            style = _style(path.read_text(errors="replace"), suites.runner) if path.exists() else "unittest"
-            files.append(RegisteredFile(item.path, suite, float(overrides.get(item.path, item.est_time)), line=0, style=style))
-    return files
+        has_amd, has_cuda = amd in source, cuda in source
+        if not (has_amd or has_cuda):
+            continue
+        try:
+            tree = ast.parse(source, filename=relative)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            if has_amd:
+                line = getattr(exc, "lineno", None)
+                findings.append(Finding(Problem.UNREADABLE, f"{relative}:{line or 0}", f"cannot parse: {getattr(exc, 'msg', exc)}"))
+            continue
+        main = None
+        for statement in tree.body:
+            call = statement.value if isinstance(statement, ast.Expr) else None
+            if not isinstance(call, ast.Call):
+                continue
+            name = _call_name(call)
+            where = f"{relative}:{call.lineno}"
+            if name == cuda:
+                values = _read_call(call, where, cuda, [])
+                suite = _suite_of(values, where, []) if values else None
+                if suite:
+                    cuda_suites.add(suite)
+                continue
+            if name != amd:
+                continue
+            values = _read_call(call, where, amd, findings)
+            suite = _suite_of(values, where, findings) if values is not None else None
+            checked = _checked_values(values, where, findings) if values is not None else None
+            if suite is None or checked is None:
+                continue
+            est, nightly, disabled = checked
+            main = _has_main(tree) if main is None else main
+            files.append(RegisteredFile(relative, suite, est, nightly, disabled, call.lineno,
+                                        style_of(source, suites.runner), main))
+    return TreeScan(root, tuple(files), frozenset(cuda_suites), tuple(findings))
 
 
-def select(files: Iterable[RegisteredFile], suites: Iterable[str], nightly: bool = False) -> tuple[list[RegisteredFile], list[RegisteredFile]]:
-    """(to run, disabled) for these suites; nightly registrations only in nightly runs."""
-    wanted = set(suites)
-    chosen = [f for f in files if f.suite in wanted and f.nightly == nightly]
+def check_tree(scan: TreeScan, config: Config) -> TreeCheck:
+    """Every problem of the scanned tree against config, and the acknowledged mistakes as warnings."""
+    problems = list(scan.findings)
+    cadence = {job.suite: stage.nightly for stage in config.stages.values() for job in stage.suites}
+    known = set(cadence)
+    acknowledged: dict[str, list[RegisteredFile]] = defaultdict(list)
+    seen: dict[tuple[str, str], int] = {}
+    for f in scan.files:
+        where = f"{f.path}:{f.line}"
+        ack = config.acknowledged(f.suite)
+        if f.suite not in known:
+            if ack is not None:
+                acknowledged[f.suite].append(f)
+            elif f.suite in scan.cuda_suites:
+                problems.append(Finding(Problem.CUDA_SUITE, where, f"suite {f.suite!r} is a CUDA suite (register_cuda_ci uses it); "
+                                        f"the AMD name is probably meant, or acknowledge it in suites.yaml"))
+            else:
+                problems.append(Finding(Problem.NEVER_RUNS, where, f"suite {f.suite!r} has no job in stages.yaml "
+                                        f"(add one, or acknowledge it in suites.yaml with a reason)"))
+        elif cadence[f.suite] != f.nightly:
+            runs = "a nightly" if cadence[f.suite] else "a per-commit"
+            problems.append(Finding(Problem.NEVER_RUNS, where, f"registered nightly={f.nightly} but suite {f.suite!r} runs in "
+                                    f"{runs} stage, which selects only nightly={cadence[f.suite]} files"))
+        key = (f.suite, f.path)
+        if key in seen:
+            problems.append(Finding(Problem.DUPLICATE, where, f"{f.path} is already registered to {f.suite!r} on line {seen[key]}"))
+        else:
+            seen[key] = f.line
+        if not f.disabled and f.style == "unittest" and not f.has_main:
+            problems.append(Finding(Problem.NO_MAIN, where, "`python3 FILE -f` would exit 0 without running a test: "
+                                    "add `unittest.main()` or `sys.exit(pytest.main([__file__]))` under __main__"))
+    warnings = []
+    for ack in config.suites.acknowledged:
+        hit = [f for s in ack.suites for f in acknowledged.get(s, [])]
+        if hit:
+            names = sorted({f.suite for f in hit})
+            shown = ", ".join(names) if len(names) <= 3 else f"{len(names)} suites ({names[0]}, ...)"
+            warnings.append(f"acknowledged: {len(hit)} file(s) in {shown} run nowhere: {ack.reason} ({ack.link})")
+    return TreeCheck(tuple(problems), tuple(warnings))
+
+
+def select(files: Iterable[RegisteredFile], suite: str, nightly: bool) -> tuple[list[RegisteredFile], list[RegisteredFile]]:
+    """(to run, disabled) for one suite; nightly registrations only in nightly runs."""
+    chosen = [f for f in files if f.suite == suite and f.nightly == nightly]
     return [f for f in chosen if not f.disabled], [f for f in chosen if f.disabled]
