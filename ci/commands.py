@@ -19,7 +19,7 @@ from ci.errors import ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
 from ci.partition import parse_partition, read_durations
 from ci.plan import BudgetProblems, build_plan, load_tree, normalize_durations, plan_job, render_plan
-from ci.routing import Route, arches_for_event, render_route, route_outputs, routed_jobs
+from ci.routing import arches_for_event, render_route, route, route_outputs
 from ci.suites import TreeCheck, TreeScan, select
 from ci.stage import StageOptions, partition_label, run_stage
 
@@ -70,11 +70,11 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
     config = load_config()
     if cadence not in ("per-commit", "nightly"):
         raise UserError(f"--cadence {cadence!r}: allowed: per-commit, nightly")
-    arches, source = arches_for_event(config, event, runner_arch or None)
+    arches, _ = arches_for_event(config, event, runner_arch or None)
     stages = [s for s in config.stages.values() if s.cadence == cadence]
     tree = _tree(config)
     counts = _partition_counts(config, arches, stages, tree, read_durations(Path(durations) if durations else None))
-    result = Route(event, arches, source, routed_jobs(config, arches, stages, counts))
+    result = route(config, event, runner_arch, counts, cadence)
     for warning in tree[1].warnings:
         print(f"warning: {warning}")
     for line in render_route(result):

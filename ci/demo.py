@@ -17,7 +17,7 @@ from typing import TextIO
 from ci import registry, sandbox
 from ci.arch import ArchResolution
 from ci.config import load_config
-from ci.plan import build_plan, render_plan
+from ci.plan import build_plan, load_tree, render_plan
 from ci.stage import StageOptions, run_stage
 
 EXAMPLES = Path(__file__).resolve().parent / "demo_tests"
@@ -37,10 +37,18 @@ container:
   hygiene: {{device_globs: ['{root}/no-gpu/kfd'], rounds: 1}}
 stages:
   {stage}:
-    suites: [{{suite: {suite}, gpus: 1, partitions: 1}}]
-    timeout_minutes: {{default: 10}}
-    per_file_timeout_s: 60
+    description: the demo's stage
+    cadence: per-commit
+    needs: []
+    suites: [{{suite: {suite}, arches: [mi300], gpus: 1, partitions: 1, per_file_timeout_s: {{default: 60}},
+               timeout_minutes: {{default: 10}}, variant: default, label_suffix: "", changes: always}}]
     retries: 1
+    kill_grace_s: 1
+    hard_deadline_margin_s: 120
+    job_setup_minutes: 30
+    budget_share: 0.8
+    max_partitions: 4
+    pr_label: ""
 known_issues:
   - test: "*test_sampling.py::*test_greedy"
     arches: [mi300]
@@ -99,7 +107,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             env.pop(secret, None)
         config = load_config(env=env)
         resolution = ArchResolution(config.arch("mi300"), "the demo's --arch mi300")
-        plan = build_plan(config, STAGE, resolution, today, test_root=tests, require_tests=True)
+        plan = build_plan(config, STAGE, resolution, today, load_tree(config, tests))
         for line in render_plan(plan):
             say(line)
         report_dir = workspace / config.container.reports_dir / STAGE

@@ -83,6 +83,14 @@ def routed_jobs(config: Config, arches: Iterable[ArchSpec], stages: Iterable[Sta
     return tuple(routes)
 
 
+def route(config: Config, event: str, runner_arch: str | None = None,
+          counts: Mapping[tuple[str, str], int] | None = None, cadence: str = "per-commit") -> Route:
+    """Every job of the event's stages (per-commit or nightly) with its arch, label and timeout."""
+    arches, source = arches_for_event(config, event, runner_arch or None)
+    stages = [s for s in config.stages.values() if s.cadence == cadence]
+    return Route(event, arches, source, routed_jobs(config, arches, stages, counts or {}))
+
+
 def route_outputs(result: Route) -> dict[str, str]:
     """Step outputs for workflows: the arches, and per suite its arch, label, name, timeout and partitions."""
     return {
