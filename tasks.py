@@ -6,10 +6,26 @@ from ci import cli, commands
 
 
 @task(help={"event": "pull_request | schedule | workflow_dispatch | workflow_call",
-            "runner_arch": "the workflow's runner_arch input (dispatch/call only)"})
-def route(c, event, runner_arch=None):
-    """Print the arch and runner label of every stage job (and write $GITHUB_OUTPUT in Actions)."""
-    cli.run(commands.route_command, event=event, runner_arch=runner_arch)
+            "runner_arch": "the workflow's runner_arch input (dispatch/call only)",
+            "cadence": "per-commit (default) or nightly stages",
+            "durations": "recorded durations file for partitions: auto",
+            "target": "comma-separated stages or suites to run (dispatch); others are skipped",
+            "labels": "comma-separated pull request labels (stage labels, the fast-fail bypass)",
+            "changes_since": "git revision to diff HEAD against for change detection (pull requests)",
+            "run_all": "skip change detection and label gates",
+            "continue_on_error": "keep going after a failed file"})
+def route(c, event, runner_arch=None, cadence="per-commit", durations=None, target=None, labels=None,
+          changes_since=None, run_all=False, continue_on_error=False):
+    """Print the label, timeout, partitions and run/skip of every job; write $GITHUB_OUTPUT in Actions."""
+    cli.run(commands.route_command, event=event, runner_arch=runner_arch, cadence=cadence, durations=durations,
+            target=target, labels=labels, changes_since=changes_since, run_all=run_all,
+            continue_on_error=continue_on_error)
+
+
+@task
+def finish(c):
+    """The workflow's last job: read every job's result ($NEEDS_JSON) and fail if one failed."""
+    cli.run(commands.finish_command)
 
 
 @task(help={"event": "route as this GitHub event", "arch": "runner arch (default: detected)",

