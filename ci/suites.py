@@ -58,8 +58,20 @@ class TreeScan:
 
     root: Path
     files: tuple[RegisteredFile, ...]
-    cuda_suites: frozenset[str]
+    cuda_suites: frozenset[str]  # from the files that register for AMD too
     findings: tuple[Finding, ...] = ()
+    cuda_only: tuple[Path, ...] = ()  # files with only CUDA registrations: parsed only when needed
+
+    def all_cuda_suites(self, function: str) -> frozenset[str]:
+        """Every CUDA suite name in the tree (reads the CUDA-only files; costs a parse each)."""
+        found = set(self.cuda_suites)
+        for path in self.cuda_only:
+            try:
+                tree = ast.parse(path.read_bytes().decode("utf-8"))
+            except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+            found |= _cuda_suites(tree, function)
+        return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,18 @@ def _regular_python_files(root: Path) -> Iterable[Path]:
                 continue
 
 
+def _cuda_suites(tree: ast.Module, function: str) -> set[str]:
+    found = set()
+    for statement in tree.body:
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        if isinstance(call, ast.Call) and _call_name(call) == function:
+            values = _read_call(call, "", function, [])
+            suite = _suite_of(values, "", []) if values else None
+            if suite:
+                found.add(suite)
+    return found
+
+
 def scan_tree(root: Path, config: Config) -> TreeScan:
     """Read every registration under `root` once (files without the function's name are skipped
     unread by the parser) and the CUDA suite names the same files use."""
@@ -183,6 +207,7 @@ def scan_tree(root: Path, config: Config) -> TreeScan:
     amd, cuda = suites.register_function, suites.cuda_register_function
     files: list[RegisteredFile] = []
     cuda_suites: set[str] = set()
+    cuda_only: list[Path] = []
     findings: list[Finding] = []
     for file in _regular_python_files(root):
         relative = file.relative_to(root).as_posix()
@@ -192,30 +217,24 @@ def scan_tree(root: Path, config: Config) -> TreeScan:
             if isinstance(exc, UnicodeDecodeError):
                 findings.append(Finding(Problem.UNREADABLE, relative, "not UTF-8 text"))
             continue
-        has_amd, has_cuda = amd in source, cuda in source
-        if not (has_amd or has_cuda):
+        if amd not in source:
+            if cuda in source:
+                cuda_only.append(file)
             continue
         try:
             tree = ast.parse(source, filename=relative)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-            if has_amd:
-                line = getattr(exc, "lineno", None)
-                findings.append(Finding(Problem.UNREADABLE, f"{relative}:{line or 0}", f"cannot parse: {getattr(exc, 'msg', exc)}"))
+            line = getattr(exc, "lineno", None)
+            findings.append(Finding(Problem.UNREADABLE, f"{relative}:{line or 0}", f"cannot parse: {getattr(exc, 'msg', exc)}"))
             continue
+        cuda_suites |= _cuda_suites(tree, cuda)
         main = None
         for statement in tree.body:
             call = statement.value if isinstance(statement, ast.Expr) else None
             if not isinstance(call, ast.Call):
                 continue
-            name = _call_name(call)
             where = f"{relative}:{call.lineno}"
-            if name == cuda:
-                values = _read_call(call, where, cuda, [])
-                suite = _suite_of(values, where, []) if values else None
-                if suite:
-                    cuda_suites.add(suite)
-                continue
-            if name != amd:
+            if _call_name(call) != amd:
                 continue
             values = _read_call(call, where, amd, findings)
             suite = _suite_of(values, where, findings) if values is not None else None
@@ -226,7 +245,7 @@ def scan_tree(root: Path, config: Config) -> TreeScan:
             main = _has_main(tree) if main is None else main
             files.append(RegisteredFile(relative, suite, est, nightly, disabled, call.lineno,
                                         style_of(source, suites.runner), main))
-    return TreeScan(root, tuple(files), frozenset(cuda_suites), tuple(findings))
+    return TreeScan(root, tuple(files), frozenset(cuda_suites), tuple(findings), tuple(cuda_only))
 
 
 def check_tree(scan: TreeScan, config: Config) -> TreeCheck:
@@ -236,13 +255,15 @@ def check_tree(scan: TreeScan, config: Config) -> TreeCheck:
     known = set(cadence)
     acknowledged: dict[str, list[RegisteredFile]] = defaultdict(list)
     seen: dict[tuple[str, str], int] = {}
+    unknown = {f.suite for f in scan.files if f.suite not in known and config.acknowledged(f.suite) is None}
+    cuda_suites = scan.all_cuda_suites(config.suites.cuda_register_function) if unknown - scan.cuda_suites else scan.cuda_suites
     for f in scan.files:
         where = f"{f.path}:{f.line}"
         ack = config.acknowledged(f.suite)
         if f.suite not in known:
             if ack is not None:
                 acknowledged[f.suite].append(f)
-            elif f.suite in scan.cuda_suites:
+            elif f.suite in cuda_suites:
                 problems.append(Finding(Problem.CUDA_SUITE, where, f"suite {f.suite!r} is a CUDA suite (register_cuda_ci uses it); "
                                         f"the AMD name is probably meant, or acknowledge it in suites.yaml"))
             else:
