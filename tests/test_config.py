@@ -73,6 +73,14 @@ def _line_of(path, needle):
         ("images.yaml", "lookback_days: 7", "lookback_days: 0", "lookback_days: must be > 0, got 0"),
         ("images.yaml", "rocm: rocm700", "rocm: rocm999", "rocm: 'rocm999' is not in rocm_versions"),
         ("stages.yaml", "stage-b:\n", "stage-b:\n  timeout_minutes: {default: 1}\n", "duplicate key"),
+        ("images.yaml", "versions: [v0.5.10, v0.5.9]", "versions: [v0.5.10, latest]", "versions[1]: 'latest' is not a release version"),
+        ("images.yaml", 'date_format: "%Y%m%d"', 'date_format: "%Y%m%d%H"', "date_format: %H is not allowed in a tag's date"),
+        ("images.yaml", 'tag_format: "{version}-{rocm}-{image_arch}-{date}"', 'tag_format: "{version}-{rocm}-{image_arch}"',
+         "tag_format: must use {date} exactly once"),
+        ("images.yaml", 'tag_format: "{version}-{rocm}-{image_arch}-{date}"', 'tag_format: "{version}-{rocm}-{image_arch}-{date:>8}"',
+         "tag_format: placeholders take no format spec"),
+        ("images.yaml", 'preview_suffix: "-preview"', 'preview_suffix: " preview"', "preview_suffix: must be letters, digits"),
+        ("images.yaml", "page_size: 1000", "page_size: 0", "discovery.page_size: must be > 0, got 0"),
     ],
 )
 def test_bad_config_names_file_line_and_key_path(config_dir, filename, old, new, expected):
