@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
+from ci.arch import ArchResolution
 from ci.config import load_config
 from ci.errors import UserError
 from ci.images import (
@@ -25,6 +26,7 @@ from ci.images import (
     tag_pattern,
     tag_shape,
 )
+from ci.plan import build_plan, render_plan
 from ci.versions import newest_release, version_key
 
 CONFIG = load_config(env={})
@@ -137,6 +139,19 @@ def test_newest_release_among_git_tags():
     assert newest_release([t for t in tags if "rc0" not in t]) == "v0.5.10.post1"
     assert newest_release(["gateway-v1.0.0", "main"]) is None
     assert version_key("v0.5.10+local") is None  # a local version cannot be in a Docker tag
+
+
+# --- the plan --------------------------------------------------------------------------------------
+def test_the_plan_needs_no_network_and_takes_a_tag_list_when_given():
+    resolution = ArchResolution(MI300, "--arch")
+    waiting = build_plan(CONFIG, "stage-a", resolution, TODAY)
+    assert waiting.images == () and waiting.image_source == "pull-time"
+    assert any("discovered at pull time from docker.io's tag list" in line for line in render_plan(waiting))
+    given_list = build_plan(CONFIG, "stage-a", resolution, TODAY, tags=MIXED)
+    lines = render_plan(given_list)
+    assert any("5 candidate(s) in the given tag list matching rocm/sgl-dev:<version>-rocm700-mi30x-<YYYYMMDD>" in line
+               for line in lines)
+    assert lines.index("    rocm/sgl-dev:v0.5.10-rocm700-mi30x-20260421") < lines.index("    rocm/sgl-dev:v0.5.9-rocm700-mi30x-20260421")
 
 
 # --- properties -------------------------------------------------------------------------------------
