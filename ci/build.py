@@ -1,5 +1,6 @@
 """`invoke build-image`: the nightly publish's build step. Builds SGLang's ROCm Dockerfile through
-the engine with the arch's build args, tags it as today's nightly, pushes it to the public
+the engine with the arch's build args, tags it as today's nightly (named after the newest release
+tag of the checkout's remote, unless config overrides the version), pushes it to the public
 registry (login through the SDK), and writes the tag to $GITHUB_OUTPUT for the mirror job."""
 
 from __future__ import annotations
@@ -16,12 +17,34 @@ from ci.config import ArchSpec, Config
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName, check_rocm
 from ci.pull import Puller
+from ci.tags import TagListError, git_remote_tags
+from ci.versions import newest_release
 
 
-def nightly_name(config: Config, arch: ArchSpec, rocm: str, today: dt.date) -> ImageName:
+def release_version(config: Config, workspace: Path) -> tuple[str, str]:
+    """The SGLang version the nightly is named after, and where it came from: the first of the
+    `versions` override, else the newest release tag of the checkout's remote (one
+    `git ls-remote --tags`, no fetch; SGLang's own version comes from those tags)."""
+    images = config.images
+    if images.versions:
+        return images.versions[0], "the versions override in config"
+    remote = images.discovery.git_remote
+    try:
+        names = git_remote_tags(workspace, remote, images.discovery.git_timeout_s)
+    except TagListError as failure:
+        raise UserError(f"cannot tell the SGLang version for the image name: {failure.message}; "
+                        "no versions override in config (images.versions)") from None
+    newest = newest_release(names)
+    if newest is None:
+        raise UserError(f"cannot tell the SGLang version for the image name: no release tag (e.g. v0.5.10) among the "
+                        f"{len(names)} tag(s) of {remote} in {workspace}; no versions override in config (images.versions)")
+    return newest, f"the newest release tag of {remote} (git ls-remote)"
+
+
+def nightly_name(config: Config, arch: ArchSpec, rocm: str, today: dt.date, version: str) -> ImageName:
     images = config.images
     return ImageName(images.repository, images.tag_format.format(
-        version=images.versions[0], rocm=rocm, image_arch=arch.image_arch, date=today.strftime(images.date_format)))
+        version=version, rocm=rocm, image_arch=arch.image_arch, date=today.strftime(images.date_format)))
 
 
 def build_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec,
@@ -32,10 +55,12 @@ def build_image(config: Config, client: docker.DockerClient, env: Mapping[str, s
     dockerfile = context / spec.dockerfile
     if not dockerfile.is_file():
         raise UserError(f"no Dockerfile at {dockerfile} (config images.build.dockerfile, relative to the context {context})")
-    name = nightly_name(config, arch, rocm, today)
-    fields = {"gfx": arch.gfx, "rocm": rocm, "version": config.images.versions[0], "image_arch": arch.image_arch}
+    version, source = release_version(config, workspace)
+    name = nightly_name(config, arch, rocm, today, version)
+    fields = {"gfx": arch.gfx, "rocm": rocm, "version": version, "image_arch": arch.image_arch}
     args = {key: value.format(**fields) for key, value in spec.args.items()}
     puller = Puller(config, client, env)
+    puller.say(f"version {version}: {source}")
     puller.say(f"building {name} from {dockerfile} with {', '.join(f'{k}={v}' for k, v in args.items())}")
     try:
         for event in client.api.build(path=str(context), dockerfile=str(dockerfile.relative_to(context)), tag=str(name),

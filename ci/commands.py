@@ -187,8 +187,11 @@ def _image_operation(operation, arch: str | None, image: str | None, rocm: str |
     else:
         check_rocm(config.images, rocm)
     spec = None if image else _resolve(config, arch).arch
+    # The tag list needs no Docker: a registry that gives none fails here, before any Docker call.
+    today = _today()
+    candidates = None if image else pull.nightly_candidates(config, spec, rocm, today, _env())
     client = registry.connect(config.pull.probe_timeout_s)
-    return operation(config, client, _env(), spec, image, rocm, _today())
+    return operation(config, client, _env(), spec, image, rocm, today, candidates)
 
 
 def _today() -> dt.date:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
 from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Check, Document, build, read_yaml
+from ci.versions import VERSION, date_pattern
 
 PositiveInt = Annotated[int, POSITIVE]
 PositiveFloat = Annotated[float, POSITIVE]
@@ -79,15 +80,30 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """Finding the newest nightly with no version in config: the registry's tag list at pull time,
+    the checkout's remote tags (git ls-remote) for the version of an image being built."""
+
+    timeout_s: PositiveFloat = 15.0  # connect and read timeout of each HTTP request (token, each page)
+    page_size: PositiveInt = 1000  # ?n= of the tag list; further pages follow the Link header
+    max_pages: PositiveInt = 100  # a longer Link chain is an error, not a loop
+    git_remote: str = "origin"
+    git_timeout_s: PositiveFloat = 30.0
+
+
+@dataclass(frozen=True)
 class ImageConfig:
     repository: str
-    versions: Annotated[tuple[str, ...], NON_EMPTY]  # newest first
     rocm: str
     rocm_versions: Annotated[tuple[str, ...], NON_EMPTY]
     lookback_days: PositiveInt
+    versions: tuple[str, ...] = ()  # an override, newest first; empty: discovered
     registries: Registries = Registries()
     tag_format: str = "{version}-{rocm}-{image_arch}-{date}"
     date_format: str = "%Y%m%d"
+    preview_suffix: str = "-preview"
+    use_preview: bool = False
+    discovery: Discovery = Discovery()
     build: BuildConfig = BuildConfig()
 
 
@@ -485,9 +501,7 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     images = docs["images"]
     if config.images.rocm not in config.images.rocm_versions:
         raise images.fail(("rocm",), f"{config.images.rocm!r} is not in rocm_versions")
-    fields = {f for _, f, _, _ in string.Formatter().parse(config.images.tag_format) if f}
-    if not fields <= {"version", "rocm", "image_arch", "date"}:
-        raise images.fail(("tag_format",), "may only use {version}, {rocm}, {image_arch} and {date}")
+    _check_image_tags(config.images, images)
     for name, arch in config.arches.items():
         if "{gpus}" not in arch.pool.label:
             raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
@@ -549,6 +563,29 @@ def _check_stages(config: Config, doc: Document, suites_doc: Document, allowed: 
             filters = {"always", *(config.workflows.change_filters if config.workflows else ())}
             if job.changes not in filters:
                 raise doc.fail(where + ("changes",), f"unknown change filter {job.changes!r} (allowed: {', '.join(sorted(filters))})")
+def _check_image_tags(images: ImageConfig, doc: Document) -> None:
+    """The tag format is the one home of the tag's shape: candidates are built from it and tag
+    lists are parsed with a pattern made from it, so both must be able to read it back."""
+    parsed = list(string.Formatter().parse(images.tag_format))
+    fields = [f for _, f, _, _ in parsed if f is not None]
+    if not set(fields) <= {"version", "rocm", "image_arch", "date"}:
+        raise doc.fail(("tag_format",), "may only use {version}, {rocm}, {image_arch} and {date}")
+    if any(spec or conversion for _, f, spec, conversion in parsed if f is not None):
+        raise doc.fail(("tag_format",), "placeholders take no format spec or conversion")
+    for name in ("version", "date"):
+        if fields.count(name) != 1:
+            raise doc.fail(("tag_format",), f"must use {{{name}}} exactly once")
+    if len(fields) != len(set(fields)):
+        raise doc.fail(("tag_format",), "may use each placeholder once")
+    try:
+        date_pattern(images.date_format)
+    except ValueError as exc:
+        raise doc.fail(("date_format",), str(exc)) from None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", images.preview_suffix):
+        raise doc.fail(("preview_suffix",), "must be letters, digits, '_', '.' or '-' (it ends a tag)")
+    for index, version in enumerate(images.versions):
+        if not re.fullmatch(VERSION, version):
+            raise doc.fail(("versions", index), f"{version!r} is not a release version (e.g. v0.5.10, v0.5.10rc1, v0.5.10.post1)")
 
 
 def _check_thresholds(config: Config, doc: Document, allowed: str) -> None:

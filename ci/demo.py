@@ -23,6 +23,7 @@ from ci.stage import StageOptions, run_stage
 EXAMPLES = Path(__file__).resolve().parent / "demo_tests"
 STAGE = "stage-demo"
 SUITE = "stage-demo-test-1-gpu-amd"
+DEMO_VERSION = "v0.5.10"  # any release: the pull finds it in the stand-in public registry's tag list
 
 OVERRIDE = """# Written by `nox -s demo`: the shipped config, adjusted for a box with no GPU.
 images:
@@ -81,7 +82,9 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     public = sandbox.start_registry(root / "public")
     today = dt.datetime.now(dt.timezone.utc).date()
     shipped = load_config(env={})
-    tag = f"{shipped.images.versions[0]}-{shipped.images.rocm}-{shipped.arches['mi300'].image_arch}-{today:%Y%m%d}"
+    version = shipped.images.versions[0] if shipped.images.versions else DEMO_VERSION
+    tag = shipped.images.tag_format.format(version=version, rocm=shipped.images.rocm, date=today.strftime(shipped.images.date_format),
+                                           image_arch=shipped.arches["mi300"].image_arch)
     image = f"{shipped.images.repository}:{tag}"
     try:
         say(f"registries on loopback: LAN {lan.address}, public {public.address}")

@@ -15,7 +15,14 @@ from types import MappingProxyType
 from ci.arch import ArchResolution
 from ci.config import AUTO, EMPTY, ArchSpec, Config, StageSpec, SuiteJob
 from ci.errors import UserError
-from ci.images import ImageName, candidate_images, parse_image_name
+from ci.images import (
+    ImageName,
+    candidate_images,
+    check_rocm,
+    discovered_candidates,
+    parse_image_name,
+    tag_shape,
+)
 from ci.partition import Item, Partitioning, partition
 from ci.routing import JobRoute, job_route
 from ci.suites import RegisteredFile, TreeCheck, TreeProblems, TreeScan, check_tree, scan_tree, select
@@ -93,8 +100,12 @@ class JobPlan:
 class StagePlan:
     stage: StageSpec
     resolution: ArchResolution
-    images: tuple[ImageName, ...]  # candidates newest first, or the one override
+    images: tuple[ImageName, ...]  # candidates newest first, the one override, or none yet (pull time)
     image_overridden: bool
+    image_source: str  # override | versions (config's override) | tag-list (given) | pull-time
+    image_shape: str  # what discovery looks for: rocm/sgl-dev:<version>-rocm700-mi30x-<YYYYMMDD>
+    versions_override: tuple[str, ...]
+    lookback_days: int
     lan_registry: str | None
     public_registry: str
     test_root: Path
@@ -224,7 +235,10 @@ def build_plan(
     suite: str | None = None,
     partition_arg: tuple[int, int] | None = None,
     recorded: Mapping[str, float] | None = None,
+    tags: Sequence[str] | None = None,
 ) -> StagePlan:
+    """The plan as a value, with no network: candidates from the image override, the versions
+    override in config, or a tag list passed in; else only their shape (discovered at pull time)."""
     spec = config.stage(stage)
     arch = resolution.arch
     scan, check = tree
@@ -257,10 +271,19 @@ def build_plan(
         plans[0] = dataclasses.replace(plan, selected=index)
         if not plans[0].units_to_run():
             raise UserError(f"--partition {index}/{total}: partition {index} of {plan.job.suite} is empty")
-    images = (parse_image_name(image),) if image else candidate_images(config.images, arch, today, rocm)
+    rocm = check_rocm(config.images, rocm)
+    if image:
+        images, source = (parse_image_name(image),), "override"
+    elif config.images.versions:
+        images, source = candidate_images(config.images, arch, today, rocm), "versions"
+    elif tags is not None:
+        images, source = discovered_candidates(config.images, arch, today, tags, rocm), "tag-list"
+    else:
+        images, source = (), "pull-time"
     return StagePlan(
-        stage=spec, resolution=resolution, images=images, image_overridden=bool(image),
-        lan_registry=config.images.registries.lan, public_registry=config.images.registries.public,
+        stage=spec, resolution=resolution, images=images, image_overridden=bool(image), image_source=source,
+        image_shape=tag_shape(config.images, arch, rocm), versions_override=config.images.versions,
+        lookback_days=config.images.lookback_days, lan_registry=config.images.registries.lan, public_registry=config.images.registries.public,
         test_root=scan.root, jobs=tuple(plans), warnings=check.warnings,
         recorded=sum(u.recorded for p in plans for u in p.units.values()), durations_given=bool(recorded),
         rocm=rocm,
@@ -291,10 +314,9 @@ def render_plan(plan: StagePlan) -> list[str]:
         f"  arch from: {plan.resolution.source}",
         f"  retries: {plan.stage.retries}; budget share: {plan.stage.budget_share:g} of each job's timeout",
         f"  registries: LAN {plan.lan_registry or '(none: LOCAL_DOCKER_REGISTRY unset)'}; public {plan.public_registry}",
-        "  image: " + ("override " + str(plan.images[0]) if plan.image_overridden else
-                       f"the newest that exists (local, then registry) of {len(plan.images)} candidates:"),
+        "  image: " + _image_line(plan),
     ]
-    if not plan.image_overridden:
+    if plan.image_source in ("versions", "tag-list"):
         lines += [f"    {image}" for image in plan.images]
     lines += [f"  warning: {w}" for w in plan.warnings]
     if plan.durations_given:
@@ -315,3 +337,18 @@ def render_plan(plan: StagePlan) -> list[str]:
             lines += [f"      {u.name} ({u.seconds:g} s{', recorded' if u.recorded else ''})" for u in units]
         lines += [f"    disabled: {f.path}: {f.disabled}" for f in job.disabled]
     return lines
+
+
+def _image_line(plan: StagePlan) -> str:
+    window = f"within {plan.lookback_days} day(s)"
+    if plan.image_source == "override":
+        return f"override {plan.images[0]}"
+    if plan.image_source == "versions":
+        return (f"the newest that exists (local, then registry) of {len(plan.images)} candidates "
+                f"from the versions override in config ({', '.join(plan.versions_override)}):")
+    if plan.image_source == "tag-list":
+        return f"newest first, {len(plan.images)} candidate(s) in the given tag list matching {plan.image_shape} {window}:"
+    where = f"{plan.public_registry}'s tag list" + (f" (LAN mirror {plan.lan_registry}'s when it gives none)"
+                                                    if plan.lan_registry else "")
+    return (f"{plan.image_shape} {window}, newest date then version; discovered at pull time from {where}; "
+            "versions override: none")

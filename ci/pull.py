@@ -1,6 +1,7 @@
 """Resolve the newest nightly image and pull it LAN-first: the mirror bounded by a no-progress
 deadline and a throughput floor, the public registry retried with tenacity only where a retry
-can help, credentials only through the SDK, and one summary line at the end."""
+can help, credentials only through the SDK (and the tag list's own request), and one summary
+line at the end. Candidates come from the registry's tag list unless config names versions."""
 
 from __future__ import annotations
 
@@ -22,7 +23,15 @@ import tenacity
 from ci import github
 from ci.config import ArchSpec, Config, LanPullPolicy, RetryPolicy
 from ci.errors import ToolFailure, UserError
-from ci.images import ImageName, candidate_images, parse_image_name
+from ci.images import (
+    ImageName,
+    candidate_images,
+    check_rocm,
+    discovered_candidates,
+    matching_tags,
+    parse_image_name,
+    tag_shape,
+)
 from ci.progress import BarProgress, PlainProgress, human_bytes, progress_for
 from ci.registry import (
     PullFailure,
@@ -33,6 +42,9 @@ from ci.registry import (
     release_daemon_connections,
     tag,
 )
+from ci.tags import TagListError, fetch_tags
+
+CREDENTIALS_ENV = ("DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN")  # the public registry's login
 
 # --- the watchdog (pure) ------------------------------------------------------------------
 @dataclass
@@ -202,9 +214,10 @@ class Puller:
         return self._login_tried
 
     def _login(self) -> bool:
-        user, token = self.env.get("DOCKERHUB_AMD_USERNAME"), self.env.get("DOCKERHUB_AMD_TOKEN")
-        if not (user and token):
+        credentials = public_credentials(self.env)
+        if credentials is None:
             return False
+        user, token = credentials
         github.mask(token, self.env, self.out)
         registry = self.config.images.registries.public
 
@@ -242,8 +255,18 @@ class Puller:
         )
 
     # Resolution -----------------------------------------------------------------------------
-    def resolve(self, candidates: Iterable[ImageName]) -> ImageName:
-        """The newest candidate that exists: a local image first, then the registry via the daemon."""
+    def resolve(self, candidates: Iterable[ImageName], listed_in: str | None = None) -> ImageName:
+        """The newest candidate that exists: a local image first, then the registry via the daemon.
+
+        Candidates from a registry's tag list (`listed_in`) exist there: the newest is taken, and
+        the daemon is asked only whether it is already here."""
+        if listed_in is not None:
+            candidates = tuple(candidates)
+            if not candidates:
+                raise ToolFailure(f"no nightly image listed in {listed_in}")
+            here = local_image(self.client, candidates[0]) is not None
+            self.say(f"resolved {candidates[0]} ({'present locally; ' if here else ''}newest in {listed_in}'s tag list)")
+            return candidates[0]
         self.login_public()
         registries = [self.config.images.registries.public]
         if self.config.images.registries.lan:
@@ -434,27 +457,80 @@ def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+def public_credentials(env: Mapping[str, str]) -> tuple[str, str] | None:
+    user, token = (env.get(name) for name in CREDENTIALS_ENV)
+    return (user, token) if user and token else None
+
+
+# --- candidates -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidates:
+    images: tuple[ImageName, ...]  # newest first
+    listed_in: str | None  # the registry whose tag list holds them all; None: names to probe (override)
+
+
+def nightly_candidates(config: Config, arch: ArchSpec, rocm: str | None, today: dt.date, env: Mapping[str, str],
+                       out: TextIO | None = None, session: requests.Session | None = None) -> Candidates:
+    """The nightly candidates for the arch: from the `versions` override when config has one (no
+    network), else from the public registry's tag list, or the LAN mirror's when the public one
+    gives no list. No list at all: a UserError naming what was tried and how to go on."""
+    images = config.images
+    rocm = check_rocm(images, rocm)
+    if images.versions:
+        return Candidates(candidate_images(images, arch, today, rocm), None)
+    out = out or sys.stdout
+    shape = tag_shape(images, arch, rocm)
+    credentials = public_credentials(env)
+    if credentials:
+        github.mask(credentials[1], env, out)
+    registries = [images.registries.public] + ([images.registries.lan] if images.registries.lan else [])
+    tried = []
+    for registry in registries:
+        offered = credentials if registry == images.registries.public else None
+        try:
+            listed = fetch_tags(registry, images.repository, images.discovery.timeout_s, images.discovery.page_size,
+                                images.discovery.max_pages, offered, session)
+        except TagListError as failure:
+            tried.append(_scrub(failure.message, offered[1]) if offered else failure.message)
+            continue
+        found = discovered_candidates(images, arch, today, listed.tags, rocm)
+        print(f"tag list of {registry}: {len(listed.tags)} tag(s) in {listed.requests} request(s), "
+              f"{listed.seconds:.1f} s; {len(found)} match {shape} within {images.lookback_days} day(s)",
+              file=out, flush=True)
+        if not found:
+            older = matching_tags(images, arch, listed.tags, rocm)
+            newest = f"; the newest of any date is {older[0].tag}" if older else ""
+            raise ToolFailure(f"no nightly image: none of the {len(listed.tags)} tag(s) of {images.repository} in "
+                              f"{registry} matches {shape} dated {today - dt.timedelta(days=images.lookback_days - 1)} "
+                              f"to {today}{newest}")
+        return Candidates(found, registry)
+    raise UserError(f"cannot find the nightly image: no tag list of {images.repository} "
+                    f"({'; '.join(tried)}) and no versions override in config (images.versions); "
+                    "name the image with --image or AMD_CI_IMAGE, or set images.versions")
+
+
 def target_image(puller: Puller, arch: ArchSpec | None, image: str | None, rocm: str | None,
-                 today: dt.date) -> ImageName:
+                 today: dt.date, candidates: Candidates | None = None) -> ImageName:
     """The image a task works on: the one named, or the newest nightly that exists for the arch."""
     if image:
         return parse_image_name(image)
     if arch is None:
         raise UserError("give an arch or an image")
-    return puller.resolve(candidate_images(puller.config.images, arch, today, rocm))
+    candidates = candidates or nightly_candidates(puller.config, arch, rocm, today, puller.env, puller.out)
+    return puller.resolve(candidates.images, candidates.listed_in)
 
 
 def pull_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec | None,
-               image: str | None, rocm: str | None, today: dt.date) -> PullOutcome:
+               image: str | None, rocm: str | None, today: dt.date, candidates: Candidates | None = None) -> PullOutcome:
     """`invoke pull-image`: the named image, or the newest nightly for the arch, LAN first."""
     puller = Puller(config, client, env)
-    outcome = puller.pull(target_image(puller, arch, image, rocm, today))
+    outcome = puller.pull(target_image(puller, arch, image, rocm, today, candidates))
     puller.say(outcome.summary())
     return outcome
 
 
 def mirror_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec | None,
-                 image: str | None, rocm: str | None, today: dt.date) -> str:
+                 image: str | None, rocm: str | None, today: dt.date, candidates: Candidates | None = None) -> str:
     """`invoke mirror-image`: the nightly publish's push to the LAN registry, verified by digest."""
     puller = Puller(config, client, env)
-    return puller.mirror(target_image(puller, arch, image, rocm, today))
+    return puller.mirror(target_image(puller, arch, image, rocm, today, candidates))

@@ -22,6 +22,14 @@ def test_shipped_config_has_the_real_values():
     assert config.images.registries.lan is None  # the LAN mirror is never in shipped config
 
 
+def test_versions_are_an_optional_override(config_dir):
+    assert load_config(env={}).images.versions == ()  # shipped: discovered, no edit per release
+    _break(config_dir, "images.yaml", "versions: []\n", "")
+    assert load_config(config_dir, env={}).images.versions == ()  # absent is the same
+    _break(config_dir, "images.yaml", 'tag_format:', "versions: [v0.5.10, v0.5.10rc1, v0.5.9.post1]\ntag_format:")
+    assert load_config(config_dir, env={}).images.versions == ("v0.5.10", "v0.5.10rc1", "v0.5.9.post1")
+
+
 def test_config_is_frozen():
     config = load_config(env={})
     with pytest.raises(AttributeError):
@@ -73,6 +81,14 @@ def _line_of(path, needle):
         ("images.yaml", "lookback_days: 7", "lookback_days: 0", "lookback_days: must be > 0, got 0"),
         ("images.yaml", "rocm: rocm700", "rocm: rocm999", "rocm: 'rocm999' is not in rocm_versions"),
         ("stages.yaml", "stage-b:\n", "stage-b:\n  timeout_minutes: {default: 1}\n", "duplicate key"),
+        ("images.yaml", "versions: []", "versions: [v0.5.10, latest]", "versions[1]: 'latest' is not a release version"),
+        ("images.yaml", 'date_format: "%Y%m%d"', 'date_format: "%Y%m%d%H"', "date_format: %H is not allowed in a tag's date"),
+        ("images.yaml", 'tag_format: "{version}-{rocm}-{image_arch}-{date}"', 'tag_format: "{version}-{rocm}-{image_arch}"',
+         "tag_format: must use {date} exactly once"),
+        ("images.yaml", 'tag_format: "{version}-{rocm}-{image_arch}-{date}"', 'tag_format: "{version}-{rocm}-{image_arch}-{date:>8}"',
+         "tag_format: placeholders take no format spec"),
+        ("images.yaml", 'preview_suffix: "-preview"', 'preview_suffix: " preview"', "preview_suffix: must be letters, digits"),
+        ("images.yaml", "page_size: 1000", "page_size: 0", "discovery.page_size: must be > 0, got 0"),
     ],
 )
 def test_bad_config_names_file_line_and_key_path(config_dir, filename, old, new, expected):

@@ -35,8 +35,22 @@ def test_invoke_plan_for_an_event():
     assert "stage stage-c on mi300" in done.out
     assert "arch from: pull_request routing" in done.out
     assert "stage timeout: 120 min" in done.out
-    assert "rocm/sgl-dev:v0.5.10-rocm700-mi30x-" in done.out
+    # No version in config: the plan says what the pull will look for, and needs no network.
+    assert ("image: rocm/sgl-dev:<version>-rocm700-mi30x-<YYYYMMDD> within 7 day(s), newest date then version; "
+            "discovered at pull time from docker.io's tag list; versions override: none") in done.out
     assert "stage-c-test-large-8-gpu-amd (linux-mi300-8gpu-sglang): 8 GPU(s), 4 partition(s)" in done.out
+
+
+def test_invoke_plan_lists_the_candidates_of_a_versions_override(tmp_path):
+    override = tmp_path / "site.yaml"
+    override.write_text("images: {versions: [v0.5.10, v0.5.9]}\n")
+    done = run_door("invoke", "plan", "--arch", "mi355", "--stage", "stage-a", "--rocm", "rocm720",
+                    env=base_env(SGL_CI_CONFIG_OVERRIDE=str(override)))
+    assert done.code == 0, done.err
+    assert "of 14 candidates from the versions override in config (v0.5.10, v0.5.9):" in done.out
+    lines = [line.strip() for line in done.out.splitlines() if line.strip().startswith("rocm/sgl-dev:")]
+    assert len(lines) == 14 and lines[0].startswith("rocm/sgl-dev:v0.5.10-rocm720-mi35x-")
+    assert lines[1].startswith("rocm/sgl-dev:v0.5.9-rocm720-mi35x-")
 
 
 def test_nox_stage_c_runs_only_the_requested_arch():

@@ -3,6 +3,7 @@ and a stand-in public registry with htpasswd auth) and the fault proxy in front 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import os
@@ -17,7 +18,7 @@ import pytest
 from ci.config import load_config
 from ci.errors import ToolFailure
 from ci.images import ImageName, candidate_images
-from ci.pull import Puller
+from ci.pull import Puller, pull_image
 from ci.registry import connect, local_image
 from ci.sandbox import drop_tag
 from tests.conftest import base_env, run_door
@@ -292,10 +293,15 @@ def test_not_enough_disk_fails_early_and_is_not_retried(world, tmp_path):
     assert waits == []
 
 
+def pinned_images(config):
+    """The images config with a versions override: candidates are names to probe, as before discovery."""
+    return dataclasses.replace(config.images, versions=("v0.5.10", "v0.5.9"))
+
+
 def test_resolution_takes_the_newest_existing_tag(docker, world):
     config = load_config(env={"SGL_CI_CONFIG_OVERRIDE": str(world.override), "PUBLIC_DOCKER_REGISTRY": world.public.address})
     today = dt.date(2026, 1, 3)  # TAG's date is 2026-01-01: two days back
-    candidates = candidate_images(config.images, config.arches["mi300"], today)
+    candidates = candidate_images(pinned_images(config), config.arches["mi300"], today)
     p, out, _, _ = puller(world, None)
     assert p.resolve(candidates) == IMAGE  # the public registry needs the login: resolve does it
     assert f"resolved {IMAGE} (found in {world.public.address})" in out.getvalue()
@@ -308,13 +314,28 @@ def test_resolution_takes_the_newest_existing_tag(docker, world):
 
 def test_resolution_failure_lists_every_tag_and_where(world):
     config = load_config(env={"SGL_CI_CONFIG_OVERRIDE": str(world.override), "PUBLIC_DOCKER_REGISTRY": world.public.address})
-    candidates = candidate_images(config.images, config.arches["mi355"], dt.date(2026, 1, 3))
+    candidates = candidate_images(pinned_images(config), config.arches["mi355"], dt.date(2026, 1, 3))
     p, _, _, _ = puller(world, None)
     with pytest.raises(ToolFailure) as caught:
         p.resolve(candidates)
     message = str(caught.value)
     assert message.count("(local: absent;") == len(candidates) == 14
     assert f"rocm/sgl-dev:v0.5.10-rocm700-mi35x-20260103 (local: absent; {world.public.address}: not-found)" in message
+
+
+def test_pull_image_takes_the_newest_tag_in_the_registrys_tag_list(docker, world, capsys):
+    """No versions in config: the public registry's tag list (behind its htpasswd login) names the
+    candidates; the newest is pulled, LAN first, with no probe of names that do not exist."""
+    env = {"SGL_CI_CONFIG_OVERRIDE": str(world.override), "PUBLIC_DOCKER_REGISTRY": world.public.address,
+           "LOCAL_DOCKER_REGISTRY": world.lan.address, "DOCKERHUB_AMD_USERNAME": USER, "DOCKERHUB_AMD_TOKEN": CANARY}
+    config = load_config(env=env)
+    assert config.images.versions == ()
+    outcome = pull_image(config, connect(30), env, config.arches["mi300"], None, None, dt.date(2026, 1, 3))
+    out = capsys.readouterr().out
+    assert outcome.image == IMAGE and outcome.source == "lan" and outcome.digest == world.digest
+    assert f"tag list of {world.public.address}: 1 tag(s) in 2 request(s)" in out  # the login's challenge, then the list
+    assert f"resolved {IMAGE} (newest in {world.public.address}'s tag list)" in out
+    assert CANARY not in out
 
 
 def test_mirror_pushes_to_lan_and_verifies_the_digest(docker, world, tmp_path):

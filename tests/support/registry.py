@@ -1,12 +1,17 @@
 """Registries for the tests (ci.sandbox starts them; missing tools skip locally, fail under
-CI=true), and small images with layers of chosen sizes built locally with `docker import`."""
+CI=true), small images with layers of chosen sizes built locally with `docker import`, and tags
+written straight through the registry's HTTP API (`push_tags`, no Docker Engine)."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -55,3 +60,48 @@ def build_image(client, reference: str, layer_sizes: tuple[int, ...] = (), seed:
     context = _tar_with(files)
     image, _ = client.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=reference, rm=True)
     return image.id
+
+
+# --- tags over the Registry HTTP API (no Docker Engine) ------------------------------------------
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _upload_blob(session, base: str, repository: str, data: bytes) -> str:
+    """A monolithic upload: POST opens the session, PUT with ?digest= closes it with the bytes."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    opened = session.post(f"{base}/v2/{repository}/blobs/uploads/", timeout=10)
+    assert opened.status_code == 202, (opened.status_code, opened.text)
+    location = urllib.parse.urljoin(base, opened.headers["Location"])
+    closed = session.put(location, params={"digest": digest}, data=data, timeout=10,
+                         headers={"Content-Type": "application/octet-stream"})
+    assert closed.status_code == 201, (closed.status_code, closed.text)
+    return digest
+
+
+def push_tags(registry: Registry, repository: str, tags, user: str | None = None, password: str | None = None) -> str:
+    """Give every tag in `tags` one tiny image (a 1-file layer and its config), written straight
+    through the registry's HTTP API; returns the manifest digest all of them point to."""
+    import requests  # the docker SDK's dependency; only the registry tests need it here
+
+    session = requests.Session()
+    if user:
+        session.auth = (user, password)
+    base = f"http://{registry.address}"
+    layer = gzip.compress(_tar_with({"etc/sgl-ci-tag": b"tag list test\n"}), mtime=0)
+    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": SCHEMA2,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                   "digest": _upload_blob(session, base, repository, config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
+                    "digest": _upload_blob(session, base, repository, layer)}],
+    }).encode()
+    digest = None
+    for tag in tags:
+        put = session.put(f"{base}/v2/{repository}/manifests/{tag}", data=manifest, headers={"Content-Type": SCHEMA2},
+                          timeout=10)
+        assert put.status_code == 201, (tag, put.status_code, put.text)
+        digest = put.headers.get("Docker-Content-Digest")
+    return digest
