@@ -15,7 +15,15 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
-from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Document, build, read_yaml
+from ci.schema import (
+    NON_EMPTY,
+    NON_NEGATIVE,
+    POSITIVE,
+    Document,
+    at_most,
+    build,
+    read_yaml,
+)
 
 PositiveInt = Annotated[int, POSITIVE]
 PositiveFloat = Annotated[float, POSITIVE]
@@ -292,6 +300,21 @@ class KnownIssue:
     expires: dt.date | None = None
 
 
+# --- kernels.yaml ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TopkSigmoidLimits:
+    # How far (fp32 ULPs) one kernel sigmoid score may land from the reference; measured, see the file.
+    # Past 32 a "tie" would span ~4e-6 of a score's value and could hide a real misroute.
+    score_ulps: Annotated[int, POSITIVE, at_most(32)]
+    weight_atol: Annotated[float, POSITIVE, at_most(0.1)]
+    weight_rtol: Annotated[float, POSITIVE, at_most(0.1)]
+
+
+@dataclass(frozen=True)
+class KernelsConfig:
+    topk_sigmoid: TopkSigmoidLimits
+
+
 @dataclass(frozen=True)
 class Config:
     arches: Mapping[str, ArchSpec]
@@ -300,6 +323,7 @@ class Config:
     images: ImageConfig
     pull: PullConfig
     stages: Mapping[str, StageSpec]
+    kernels: KernelsConfig
     container: ContainerConfig | None = None
     suites: SuitesConfig = SuitesConfig()
     workflows: WorkflowsConfig | None = None
@@ -334,6 +358,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "workflows": ("workflows.yaml", WorkflowsConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
+    "kernels": ("kernels.yaml", KernelsConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -358,6 +383,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         images=built["images"],
         pull=built["pull"],
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
+        kernels=built["kernels"],
         container=built["container"],
         suites=built["suites"],
         workflows=built["workflows"],
