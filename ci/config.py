@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
-from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Check, Document, build, read_yaml
+from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Check, Document, at_most, build, read_yaml
 from ci.versions import VERSION, date_pattern
 
 PositiveInt = Annotated[int, POSITIVE]
@@ -372,6 +372,21 @@ class KnownIssue:
     expires: dt.date | None = None
 
 
+# --- kernels.yaml ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TopkSigmoidLimits:
+    # How far (fp32 ULPs) one kernel sigmoid score may land from the reference; measured, see the file.
+    # Past 32 a "tie" would span ~4e-6 of a score's value and could hide a real misroute.
+    score_ulps: Annotated[int, POSITIVE, at_most(32)]
+    weight_atol: Annotated[float, POSITIVE, at_most(0.1)]
+    weight_rtol: Annotated[float, POSITIVE, at_most(0.1)]
+
+
+@dataclass(frozen=True)
+class KernelsConfig:
+    topk_sigmoid: TopkSigmoidLimits
+
+
 @dataclass(frozen=True)
 class Config:
     arches: Mapping[str, ArchSpec]
@@ -381,6 +396,7 @@ class Config:
     pull: PullConfig
     stages: Mapping[str, StageSpec]
     suites: SuitesConfig
+    kernels: KernelsConfig
     container: ContainerConfig | None = None
     workflows: WorkflowsConfig | None = None
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
@@ -418,6 +434,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "workflows": ("workflows.yaml", WorkflowsConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
+    "kernels": ("kernels.yaml", KernelsConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -442,6 +459,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         images=built["images"],
         pull=built["pull"],
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
+        kernels=built["kernels"],
         container=built["container"],
         suites=built["suites"],
         workflows=built["workflows"],

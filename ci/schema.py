@@ -31,6 +31,11 @@ NON_NEGATIVE = Check(lambda v: v >= 0, ">= 0")
 NON_EMPTY = Check(lambda v: len(v) > 0, "not empty")
 
 
+def at_most(limit: float) -> Check:
+    """An upper bound, for values where a larger one would silently disable what they guard."""
+    return Check(lambda v: v <= limit, f"<= {limit}")
+
+
 def format_path(path: KeyPath) -> str:
     out = ""
     for part in path:

@@ -89,6 +89,12 @@ def _line_of(path, needle):
          "tag_format: placeholders take no format spec"),
         ("images.yaml", 'preview_suffix: "-preview"', 'preview_suffix: " preview"', "preview_suffix: must be letters, digits"),
         ("images.yaml", "page_size: 1000", "page_size: 0", "discovery.page_size: must be > 0, got 0"),
+        ("kernels.yaml", "score_ulps: 8", "score_ulps: 0", "topk_sigmoid.score_ulps: must be > 0, got 0"),
+        ("kernels.yaml", "score_ulps: 8", "score_ulps: 40", "topk_sigmoid.score_ulps: must be <= 32, got 40"),
+        ("kernels.yaml", "score_ulps: 8", "score_ulps: 2.5", "topk_sigmoid.score_ulps: must be an integer, got float 2.5"),
+        ("kernels.yaml", "score_ulps: 8", "score_ulps: true", "topk_sigmoid.score_ulps: must be an integer, got True"),
+        ("kernels.yaml", "score_ulps: 8", "tie_ulps: 8", "topk_sigmoid.tie_ulps: unknown key 'tie_ulps'"),
+        ("kernels.yaml", "weight_atol: 1.0e-3", "weight_atol: 0.5", "topk_sigmoid.weight_atol: must be <= 0.1, got 0.5"),
     ],
 )
 def test_bad_config_names_file_line_and_key_path(config_dir, filename, old, new, expected):
@@ -116,6 +122,18 @@ def test_wrong_type_error_points_at_the_key_line(config_dir):
     with pytest.raises(ConfigError) as caught:
         load_config(config_dir, env={})
     assert str(caught.value).startswith(f"{path}:{_line_of(path, 'attempts: six')}: ")
+
+
+def test_kernel_limit_error_points_at_its_line(config_dir):
+    path = _break(config_dir, "kernels.yaml", "score_ulps: 8", "score_ulps: 0")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir, env={})
+    assert str(caught.value).startswith(f"{path}:{_line_of(path, 'score_ulps: 0')}: topk_sigmoid.score_ulps: ")
+
+
+def test_shipped_kernel_limits():
+    limits = load_config(env={}).kernels.topk_sigmoid
+    assert (limits.score_ulps, limits.weight_atol, limits.weight_rtol) == (8, 1e-3, 1e-3)
 
 
 @pytest.mark.parametrize("value", ["http://127.0.0.1:5000", "host/with/path", "a b", "127.0.0.1:5000:1"])
