@@ -344,6 +344,8 @@ class WorkflowsConfig:
     change_filters: Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]]
     fastfail_bypass_label: str  # a pull request with this label runs every stage and file
     git_timeout_s: PositiveFloat  # the route job's `git diff` for change detection
+    pr_test_rocm: str  # the PR workflow's image flavour unless a dispatch picks another
+    nightly_test_rocm: str
     nightly_test_schedule: str  # the nightly test workflow's cron
 
 
@@ -438,6 +440,7 @@ FILES: dict[str, tuple[str, Any]] = {
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
+ROCM_ENV = "ROCM_VERSION"
 CONFIG_DIR_ENV = "SGL_CI_CONFIG_DIR"
 
 
@@ -500,6 +503,12 @@ def _apply_env(docs: dict[str, Document], env: Mapping[str, str]) -> None:
             raise ConfigError(f"{variable}={value!r} is not a registry address (allowed: host or host:port, no scheme)")
         data = docs["images"].data
         data.setdefault("registries", {})[key] = value
+    rocm = env.get(ROCM_ENV)
+    if rocm:  # SGLang's scripts take the image's ROCm flavour from this variable
+        allowed = docs["images"].data.get("rocm_versions") or []
+        if rocm not in allowed:
+            raise ConfigError(f"{ROCM_ENV}={rocm!r} is not a ROCm version of the images (allowed: {', '.join(map(str, allowed))})")
+        docs["images"].data["rocm"] = rocm
 
 
 def _cross_check(config: Config, docs: dict[str, Document]) -> None:
@@ -527,6 +536,9 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     for arch in config.suites.est_time_overrides:
         if arch not in config.arches:
             raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
+    for key in ("pr_test_rocm", "nightly_test_rocm"):
+        if getattr(config.workflows, key) not in config.images.rocm_versions:
+            raise docs["workflows"].fail((key,), f"{getattr(config.workflows, key)!r} is not in images.yaml rocm_versions")
     for index, nightly_build in enumerate(config.workflows.nightly_builds):
         if nightly_build.arch not in config.arches:
             raise docs["workflows"].fail(("nightly_builds", index, "arch"), f"unknown arch {nightly_build.arch!r} ({allowed})")

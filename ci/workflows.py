@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ci.config import Config, StageSpec
+from ci.config import ROCM_ENV, Config, StageSpec
 
 HEADER = ("# Rendered by `invoke workflows` from config/*.yaml; edit config, not this file.\n"
           "# LOCAL_DOCKER_REGISTRY is set in each self-hosted runner's environment (its .env file):\n"
@@ -51,6 +51,9 @@ def _dispatch_inputs(config: Config, targets: list[str], nightly: bool) -> dict[
                         "options": list(config.routing.input_arches), "default": config.routing.default_input},
         "image": {"description": "Image override (default: newest nightly)", "type": "string", "default": ""},
         "continue_on_error": {"description": "Keep going after a failed file", "type": "boolean", "default": False},
+        "rocm_version": {"description": "ROCm flavour of the image", "type": "choice",
+                         "options": list(config.images.rocm_versions),
+                         "default": config.workflows.nightly_test_rocm if nightly else config.workflows.pr_test_rocm},
     }
     if not nightly:
         inputs["pr_head_sha"] = {"description": "Head commit to test (a fork pull request's)", "type": "string", "default": ""}
@@ -100,6 +103,7 @@ def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -
                 **_registry_login_env(),
                 "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
                 "AMD_CI_IMAGE": _expr("inputs.image"),
+                ROCM_ENV: _expr(f"inputs.rocm_version || '{config.workflows.nightly_test_rocm if stage.nightly else config.workflows.pr_test_rocm}'"),
              },
              "run": (f"nox -f {wf.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
                      f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"

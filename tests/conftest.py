@@ -19,7 +19,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Variables a developer's shell or a runner may carry that would change what the tests see.
 _AMBIENT = ("RUNNER_ARCH", "RUNNER_NAME", "LOCAL_DOCKER_REGISTRY", "PUBLIC_DOCKER_REGISTRY",
             "SGL_CI_CONFIG_OVERRIDE", "SGL_CI_CONFIG_DIR", "GITHUB_ACTIONS", "GITHUB_OUTPUT",
-            "GITHUB_STEP_SUMMARY", "DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN", "HF_TOKEN")
+            "GITHUB_STEP_SUMMARY", "DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN", "HF_TOKEN", "ROCM_VERSION",
+            "AMD_CI_IMAGE", "GITHUB_WORKSPACE")
 
 
 @pytest.fixture(autouse=True)
