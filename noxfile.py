@@ -7,6 +7,9 @@ so no CI run rebuilds a virtualenv, and the stage work happens in Docker.
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import nox
 
 from ci import cli, commands
@@ -16,6 +19,16 @@ nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests"]
 
 RUNNER_ARCHES = cli.run(commands.arch_names)
+
+
+class _NoUvNotice(logging.Filter):
+    """nox looks for uv even when no session makes a virtualenv; that notice is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "uv binary not found" not in record.getMessage()
+
+
+logging.getLogger("nox").addFilter(_NoUvNotice())
 
 
 def _register_stage(stage: str, description: str) -> None:
@@ -39,4 +52,4 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (what .ci/run runs); arguments after -- go to pytest."""
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run(sys.executable, "-m", "pytest", *session.posargs)  # nox's own Python: no venv here
