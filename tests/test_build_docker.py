@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 
+from ci.install import source_fingerprint
 from ci.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.images import python_image
@@ -20,6 +21,9 @@ USER, TOKEN = "nightly-bot", "canary-build-93b1"
 def test_build_push_then_mirror(docker, tmp_path):
     base = python_image(docker)
     (tmp_path / "docker").mkdir()
+    kernel = tmp_path / "python" / "sglang" / "kernels" / "aot"
+    kernel.mkdir(parents=True)
+    (kernel / "topk_sigmoid.hip").write_text("__global__ void topk_sigmoid() {}\n")
     (tmp_path / "docker" / "rocm.Dockerfile").write_text(f"FROM {base}\nARG GPU_ARCH\nARG ROCM_VERSION\n"
                                                          "LABEL gpu_arch=$GPU_ARCH rocm=$ROCM_VERSION\n")
     public = start_registry(tmp_path / "public", user=USER, password=TOKEN)
@@ -34,7 +38,10 @@ def test_build_push_then_mirror(docker, tmp_path):
         assert built.code == 0, built.out + built.err
         assert "GPU_ARCH=gfx950" in built.out and f"pushed {public.address}/rocm/sgl-dev:{tag} digest=sha256:" in built.out
         assert output.read_text().strip() == f"image=rocm/sgl-dev:{tag}"
-        assert docker.images.get(f"rocm/sgl-dev:{tag}").labels["gpu_arch"] == "gfx950"
+        labels = docker.images.get(f"rocm/sgl-dev:{tag}").labels
+        assert labels["gpu_arch"] == "gfx950"
+        # What a job compares its checkout's kernel sources with, to skip an unchanged kernel build.
+        assert labels["sgl-ci.kernel-sources"] == source_fingerprint(tmp_path, ["python/sglang/kernels/aot"])
         assert TOKEN not in built.out + built.err
         docker.images.remove(f"rocm/sgl-dev:{tag}", force=True)
 
