@@ -26,6 +26,7 @@ import tenacity
 
 from ci import github
 from ci.config import ArchSpec, Config, InstallConfig, InstallStep, Pin, Proof
+from ci.container import Containers
 from ci.container import exec_env as container_exec_env
 from ci.errors import UserError
 
@@ -448,7 +449,7 @@ class Installer:
     """Runs config's steps in the started container (a `ci.container.Containers`)."""
 
     config: Config
-    containers: Any
+    containers: Containers
     arch: ArchSpec
     target: Target
     env: Mapping[str, str]
@@ -642,7 +643,7 @@ def target_of(container: Any, config: Config, image_name: str | None = None, dig
     return Target(checkout, names[0], digest, dict(image.labels or {}), config.install.pip_cache.mount in mounts)
 
 
-def install_checkout(config: Config, containers: Any, arch: ArchSpec, target: Target, env: Mapping[str, str],
+def install_checkout(config: Config, containers: Containers, arch: ArchSpec, target: Target, env: Mapping[str, str],
                      out: TextIO = sys.stdout, skip: Sequence[str] = ()) -> InstallResult:
     """The install step: config's steps in the running container, then the import proof."""
     return Installer(config, containers, arch, target, env, out).run(skip)
