@@ -76,10 +76,18 @@ def gpu_clean(c):
 
 
 @task(name="kernel-tests", help={"arch": "runner arch (default: detected)",
-                                 "host": "run on this host instead of in the container"})
-def kernel_tests(c, arch=None, host=False):
+                                 "host": "run on this host instead of in the container",
+                                 "install": "install the checkout in the container first (default: yes)"})
+def kernel_tests(c, arch=None, host=False, install=True):
     """pytest on sgl_kernel_tests/ with arch-aware known issues and JUnit XML; -- passes pytest args."""
-    cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host)
+    cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host, install=install)
+
+
+@task(name="install-deps", iterable=["skip"],
+      help={"arch": "runner arch (default: the container's)", "skip": "leave out this install step (repeatable)"})
+def install_deps(c, arch=None, skip=None):
+    """Install the checkout in the CI container (config/install.yaml) and prove the tests import it."""
+    cli.run(commands.install_deps_command, arch=arch, skip=skip)
 
 
 @task(name="build-image", help={"arch": "runner arch (default: detected)", "rocm": "ROCm version",

@@ -1,7 +1,8 @@
 """`invoke build-image`: the nightly publish's build step. Builds SGLang's ROCm Dockerfile through
 the engine with the arch's build args, tags it as today's nightly (named after the newest release
 tag of the checkout's remote, unless config overrides the version), pushes it to the public
-registry (login through the SDK), and writes the tag to $GITHUB_OUTPUT for the mirror job."""
+registry (login through the SDK), and writes the tag to $GITHUB_OUTPUT for the mirror job. The image
+is labelled with its kernel sources' fingerprint, so a job can skip rebuilding unchanged kernels."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ci import github
+from ci import github, install
 from ci.config import ArchSpec, Config
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName, check_rocm
@@ -59,12 +60,13 @@ def build_image(config: Config, client: docker.DockerClient, env: Mapping[str, s
     name = nightly_name(config, arch, rocm, today, version)
     fields = {"gfx": arch.gfx, "rocm": rocm, "version": version, "image_arch": arch.image_arch}
     args = {key: value.format(**fields) for key, value in spec.args.items()}
+    labels = install.kernel_labels(config.install, workspace)
     puller = Puller(config, client, env)
     puller.say(f"version {version}: {source}")
     puller.say(f"building {name} from {dockerfile} with {', '.join(f'{k}={v}' for k, v in args.items())}")
     try:
         for event in client.api.build(path=str(context), dockerfile=str(dockerfile.relative_to(context)), tag=str(name),
-                                      buildargs=args, decode=True, rm=True, network_mode="host"):
+                                      buildargs=args, labels=labels, decode=True, rm=True, network_mode="host"):
             if event.get("error") or event.get("errorDetail"):  # build errors arrive inside the stream
                 raise ToolFailure(f"build of {name} failed: {event.get('error') or event['errorDetail'].get('message')}")
             text = event.get("stream", "").rstrip()

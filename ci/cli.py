@@ -9,19 +9,21 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ci.errors import ToolFailure, UserError
+from ci.errors import InfraFailure, ToolFailure, UserError
 
 
 def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call one library function; UserError -> exit 2, ToolFailure -> exit 1, both one line."""
+    """Call one library function; UserError -> exit 2, ToolFailure -> exit 1 (InfraFailure 3), one line."""
     for noisy in ("urllib3", "docker"):  # nox turns the root logger to DEBUG; their chatter is not ours
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = func(*args, **kwargs)
     except UserError as exc:
-        _die(f"error: {exc}", UserError.exit_code, whole=exc.multiline)
+        _die(f"error: {exc}", exc.exit_code, whole=exc.multiline)
+    except InfraFailure as exc:
+        _die(f"infrastructure failure: {exc}", exc.exit_code, whole=True)
     except ToolFailure as exc:
-        _die(f"failed: {exc}", ToolFailure.exit_code, whole=True)  # may carry a table
+        _die(f"failed: {exc}", exc.exit_code, whole=True)  # may carry a table
     except KeyboardInterrupt:
         _die("interrupted", 130)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:

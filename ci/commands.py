@@ -11,12 +11,12 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ci import build, container, github, gpu, pull, registry, workflows
+from ci import build, container, github, gpu, install, pull, registry, workflows
 from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
-from ci.errors import ToolFailure, UserError
+from ci.errors import ExitCode, InfraFailure, ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
 from ci.partition import parse_partition, read_durations
 from ci.plan import BudgetProblems, build_plan, load_tree, normalize_durations, plan_job, render_plan
@@ -262,8 +262,9 @@ def gpu_clean_command() -> int:
     return 0
 
 
-def kernel_tests_command(remainder: str = "", arch: str | None = None, host: bool = False) -> int:
-    """`invoke kernel-tests`: pytest on sgl_kernel_tests with known issues for the arch, JUnit XML."""
+def kernel_tests_command(remainder: str = "", arch: str | None = None, host: bool = False, install: bool = True) -> int:
+    """`invoke kernel-tests`: pytest on sgl_kernel_tests with known issues for the arch, JUnit XML;
+    in the container, the checkout is installed first (as a stage does)."""
     pytest_args = shlex.split(remainder) if remainder else []
     config = load_config()
     spec_arch = _resolve(config, arch).arch
@@ -282,6 +283,8 @@ def kernel_tests_command(remainder: str = "", arch: str | None = None, host: boo
             "-p", "ci.known_issues", "--sgl-arch", spec_arch.name,
             f"--junitxml={target}", *pytest_args]
     containers = _containers(config)
+    if install:
+        _install_in_running(config, containers, spec_arch, ())
     return containers.exec(argv, container.exec_env(config.container, spec_arch), config.container.workdir)
 
 
@@ -316,3 +319,30 @@ def workflows_command(check: bool = False) -> int:
     for path in workflows.write(config, root):
         print(f"wrote {path}")
     return 0
+
+
+# --- installing the checkout ------------------------------------------------------------------
+def install_deps_command(arch: str | None = None, skip: Sequence[str] = ()) -> int:
+    """`invoke install-deps`: install the checkout in the running CI container and prove the
+    tests will import it; exit code 3 (infrastructure) when a step or the proof fails."""
+    config = load_config()
+    skip = install.check_skip(config.install, skip or ())
+    containers = _containers(config)
+    running = containers.find()
+    if running is None:
+        raise ToolFailure(f"no container {config.container.name}: run `invoke start-container` first")
+    started_for = running.labels.get(f"{container.LABEL}.arch") if not arch else None
+    spec_arch = config.arch(started_for) if started_for else _resolve(config, arch).arch
+    result = install.install_checkout(config, containers, spec_arch, install.target_of(running, config), _env(),
+                                      sys.stdout, skip)
+    github.append_summary(result.markdown(), _env())
+    return ExitCode.OK if result.ok else ExitCode.INFRASTRUCTURE
+
+
+def _install_in_running(config: Config, containers: container.Containers, arch, skip: Sequence[str]) -> None:
+    running = containers.find()
+    if running is None:
+        raise ToolFailure(f"no container {config.container.name}: run `invoke start-container` first")
+    result = install.install_checkout(config, containers, arch, install.target_of(running, config), _env(), sys.stdout, skip)
+    if not result.ok:
+        raise InfraFailure(result.failure)

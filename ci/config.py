@@ -387,6 +387,89 @@ class TopkSigmoidLimits:
 @dataclass(frozen=True)
 class KernelsConfig:
     topk_sigmoid: TopkSigmoidLimits
+# --- install.yaml ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommandSpec:
+    argv: Annotated[tuple[str, ...], NON_EMPTY]
+    workdir: str | None = None  # default: the step's
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+
+Command = Union[Annotated[tuple[str, ...], NON_EMPTY], CommandSpec]  # an argv list, or one with workdir/env
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    sources: Annotated[tuple[str, ...], NON_EMPTY]  # paths in the checkout whose content the image records
+    when: Literal["changed", "always", "never"] = "changed"
+    image_label: str = "sgl-ci.kernel-sources"  # the label `invoke build-image` stamps with their fingerprint
+
+
+@dataclass(frozen=True)
+class Pin:
+    distribution: str  # what the image has installed (pip's name)
+    dockerfile: str  # in the checkout
+    stage: str  # the Dockerfile stage whose ARG pins it, with {gfx} and {stage_suffix}
+    arg: str
+    lookahead_lines: PositiveInt = 20  # the ARG is looked for this many lines below the stage's FROM
+    keep_pattern: str | None = None  # image versions kept whatever the pin says (dev builds)
+    override_env: str | None = None  # a host env variable that forces this version
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    name: str
+    run: Annotated[tuple[Command, ...], NON_EMPTY]
+    timeout_s: PositiveFloat
+    kind: Literal["command", "kernel", "pin"] = "command"
+    workdir: str | None = None  # default: the checkout
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    optional: bool = False  # a failure is reported and tolerated
+    retry: bool = True  # a failure that looks like a network error is retried
+    kernel: KernelBuild | None = None
+    pin: Pin | None = None
+
+    def commands(self) -> tuple[CommandSpec, ...]:
+        return tuple(c if isinstance(c, CommandSpec) else CommandSpec(c) for c in self.run)
+
+
+@dataclass(frozen=True)
+class Flavor:
+    extras: str
+    dockerfile_stage_suffix: str = ""
+
+
+@dataclass(frozen=True)
+class PipCache:
+    mount: str  # the runner's data mount in the container
+    dir: str  # pip's cache on it
+    fallback_dir: str  # without the mount (dies with the container)
+
+
+@dataclass(frozen=True)
+class Proof:
+    package: str  # the import name under test
+    distribution: str  # its pip name, for the version
+    expected_root: str  # where in the container it must be imported from
+    version_file: str | None = None  # in the checkout; the version it names must be the imported one
+    version_pattern: str = '__version__ = "([^"]+)"'
+
+
+@dataclass(frozen=True)
+class InstallConfig:
+    proof: Proof
+    flavors: Annotated[Mapping[str, Flavor], NON_EMPTY]
+    pip_cache: PipCache
+    retry: RetryPolicy
+    network_errors: Annotated[tuple[str, ...], NON_EMPTY]
+    steps: Annotated[tuple[InstallStep, ...], NON_EMPTY]
+    python: str = "python3"
+    probe_timeout_s: PositiveFloat = 120.0
+    host_tool_timeout_s: PositiveFloat = 30.0
+    output_tail_lines: PositiveInt = 200
+
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]
 
 
 @dataclass(frozen=True)
@@ -403,6 +486,7 @@ class Config:
     workflows: WorkflowsConfig | None = None
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
     known_issues: tuple[KnownIssue, ...] = ()
+    install: InstallConfig | None = None
     source: Path = DEFAULT_CONFIG_DIR
 
     def arch(self, name: str) -> ArchSpec:
@@ -437,6 +521,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
     "kernels": ("kernels.yaml", KernelsConfig),
+    "install": ("install.yaml", InstallConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -468,6 +553,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         workflows=built["workflows"],
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
+        install=built["install"],
         source=directory,
     )
     _cross_check(config, docs)
@@ -533,6 +619,7 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
         if "{gpus}" not in arch.pool.label:
             raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
     _check_thresholds(config, docs["thresholds"], allowed)
+    _check_install(config.install, docs["install"])
     for arch in config.suites.est_time_overrides:
         if arch not in config.arches:
             raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
@@ -631,3 +718,60 @@ def _check_thresholds(config: Config, doc: Document, allowed: str) -> None:
                 raise doc.fail(where, f"has by: {bound.by}, so every bound must be a mapping of {bound.by} values")
             if not bound.by and any(keyed):
                 raise doc.fail(where, "a bound given per parameter value needs `by: <parameter>`")
+
+
+INSTALL_PLACEHOLDERS = ("extras", "pip_cache", "gfx", "stage_suffix", "checkout")  # and {pin} in a pin step
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+FLAVORS = ("rocm700", "rocm720", "rocm724")  # what ci.install.detect_flavor can report
+
+
+def _check_install(install: InstallConfig, doc: Document) -> None:
+    missing = [f for f in FLAVORS if f not in install.flavors]
+    if missing:
+        raise doc.fail(("flavors",), f"needs every flavor the image can report: missing {', '.join(missing)}")
+    for flavor in install.flavors:
+        if flavor not in FLAVORS:
+            raise doc.fail(("flavors", flavor), f"unknown flavor {flavor!r} (allowed: {', '.join(FLAVORS)})")
+    for index, pattern in enumerate(install.network_errors):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise doc.fail(("network_errors", index), f"not a regular expression: {exc}") from None
+    seen: set[str] = set()
+    for index, step in enumerate(install.steps):
+        where = ("steps", index)
+        if not STEP_NAME.match(step.name):
+            raise doc.fail(where + ("name",), f"{step.name!r}: a step name is lower-case letters, digits and -")
+        if step.name in seen:
+            raise doc.fail(where + ("name",), f"duplicate step name {step.name!r}")
+        seen.add(step.name)
+        for kind in ("kernel", "pin"):
+            given = getattr(step, kind) is not None
+            if given != (step.kind == kind):
+                raise doc.fail(where, f"kind {step.kind} " + (f"needs a `{kind}:` block" if not given else f"takes no `{kind}:` block"))
+        allowed = INSTALL_PLACEHOLDERS + (("pin",) if step.kind == "pin" else ())
+        texts = [(("workdir",), step.workdir), *[(("env", k), v) for k, v in step.env.items()]]
+        for number, command in enumerate(step.commands()):
+            texts += [(("run", number), a) for a in command.argv]
+            texts += [(("run", number, "workdir"), command.workdir)]
+            texts += [(("run", number, "env", k), v) for k, v in command.env.items()]
+        if step.pin:
+            texts += [(("pin", "stage"), step.pin.stage)]
+        for path, text in texts:
+            for name in PLACEHOLDER.findall(text or ""):
+                if name not in allowed:
+                    raise doc.fail(where + path, f"unknown placeholder {{{name}}} (allowed: "
+                                                 f"{', '.join('{' + a + '}' for a in allowed)})")
+        for pattern in ([step.pin.keep_pattern] if step.pin and step.pin.keep_pattern else []):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise doc.fail(where + ("pin", "keep_pattern"), f"not a regular expression: {exc}") from None
+    try:
+        if re.compile(install.proof.version_pattern).groups != 1:
+            raise doc.fail(("proof", "version_pattern"), "needs exactly one group: the version")
+    except re.error as exc:
+        raise doc.fail(("proof", "version_pattern"), f"not a regular expression: {exc}") from None
+    if not install.proof.expected_root.startswith("/"):
+        raise doc.fail(("proof", "expected_root"), "must be an absolute path in the container")

@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +170,12 @@ def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str
     )
 
 
+@dataclass(frozen=True)
+class ExecOutcome:
+    exit_code: int
+    timed_out: bool = False
+
+
 class Terminated(BaseException):
     """SIGTERM, raised so that `finally` blocks (and the container stop) run."""
 
@@ -268,34 +275,60 @@ class Containers:
     def exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: BinaryIO | None = None) -> int:
         """Run argv in the container, streaming its output live; returns its exit code. An
         interrupt (SIGINT/SIGTERM) reaches the command as SIGINT, then SIGKILL after the grace."""
+        return self.run_exec(argv, env, workdir, sink).exit_code
+
+    def run_exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: BinaryIO | None = None,
+                 timeout_s: float | None = None) -> ExecOutcome:
+        """`exec`, with an optional timeout: past it the command's process tree gets SIGINT, then
+        SIGKILL after the grace, and the outcome says it timed out."""
         container = self.find()
         if container is None:
             raise ToolFailure(f"no container {self.config.name}: run `invoke start-container` first")
         api = self.client.api
         exec_id = api.exec_create(container.id, list(argv), environment=dict(env), workdir=workdir)["Id"]
         sink = sink or sys.stdout.buffer
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self._interrupt_exec(exec_id, whole_tree=True)
+
+        timer = threading.Timer(timeout_s, expire) if timeout_s is not None else None
         with sigterm_raises():
             try:
-                for chunk in api.exec_start(exec_id, stream=True):
+                stream = api.exec_start(exec_id, stream=True)
+                if timer is not None:
+                    timer.daemon = True
+                    timer.start()
+                for chunk in stream:
                     sink.write(chunk)
                     sink.flush()
             except (KeyboardInterrupt, Terminated):
                 self._interrupt_exec(exec_id)
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         for _ in range(50):  # the stream can end a moment before the exit code is recorded
             info = api.exec_inspect(exec_id)
             if not info.get("Running"):
-                return int(info.get("ExitCode") or 0)
+                return ExecOutcome(int(info.get("ExitCode") or 0), expired.is_set())
             time.sleep(0.1)
-        return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+        return ExecOutcome(int(api.exec_inspect(exec_id).get("ExitCode") or 0), expired.is_set())
 
-    def _interrupt_exec(self, exec_id: str) -> None:
+    def _interrupt_exec(self, exec_id: str, whole_tree: bool = False) -> None:
+        """SIGINT to the exec'd process (to everything below it too for a timeout), SIGKILL to what
+        is left after the grace. An interrupt leaves the children to the process (the runner
+        reports what it killed); a timeout leaves nothing that could hold the output open."""
         pid = int(self.client.api.exec_inspect(exec_id).get("Pid") or 0)
         if pid <= 0:
             return
-        procs.send(pid, signal.SIGINT)
-        if procs.wait_gone([pid], self.config.stop.sigint_grace_s):
-            procs.send(pid, signal.SIGKILL)
+        tree = (procs.descendants(pid) if whole_tree else set()) | {pid}
+        for member in tree:
+            procs.send(member, signal.SIGINT)
+        if procs.wait_gone(tree, self.config.stop.sigint_grace_s):
+            for member in tree | (procs.descendants(pid) if whole_tree else set()):
+                procs.send(member, signal.SIGKILL)
 
 
 def exec_env(config: ContainerConfig, arch: ArchSpec) -> dict[str, str]:

@@ -1,10 +1,20 @@
-"""Errors that the command-line boundary turns into one stderr line and exit code 2."""
+"""Errors that the command-line boundary turns into one stderr line, and the exit codes (one place):
+0 passed, 1 tests (or a tool) failed, 2 bad input, 3 the CI's own setup failed before any test ran."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # a test failed, or a tool did (pull, start)
+    USAGE = 2  # bad input: a flag, a config file
+    INFRASTRUCTURE = 3  # install, warm-up or the import proof failed: no test file ran, none failed
 
 
 class UserError(Exception):
     """Bad input from a person or a config file: said in one line, never with a traceback."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
     multiline = False  # a report of several problems (a test tree, budgets) is printed whole
 
 
@@ -15,4 +25,10 @@ class ConfigError(UserError):
 class ToolFailure(Exception):
     """An operation that failed for a reason outside the user's input (exit code 1)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
+
+
+class InfraFailure(ToolFailure):
+    """The CI's own setup failed (installing the checkout, warm-up, import proof): exit code 3."""
+
+    exit_code = ExitCode.INFRASTRUCTURE

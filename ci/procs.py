@@ -31,3 +31,23 @@ def wait_gone(pids: Iterable[int], timeout_s: float, poll_s: float = 0.05) -> li
     while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(poll_s)
     return [p for p in pids if alive(p)]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children that left its process group included)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found

@@ -66,14 +66,17 @@ def durations(results: Sequence[FileResult], previous: dict[str, float]) -> dict
 
 
 def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
-                     checks: Sequence[Checked], notes: Sequence[str] = ()) -> str:
-    code, line = verdict(results)
+                     checks: Sequence[Checked], notes: Sequence[str] = (), sections: Sequence[str] = (),
+                     line: str | None = None) -> str:
+    """The stage's Markdown: the verdict (or the given one, e.g. an infrastructure failure), extra
+    sections (the install), the files, disabled files, performance headroom, notes."""
+    line = line or verdict(results)[1]
     rows = ["| | file | status | time | estimate | tries | note |", "|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = f" ({r.seconds / r.est_time:.0%})" if r.est_time and r.attempts else ""
         rows.append(f"| {ICON.get(r.status, '')} | `{r.path}` | {r.status} | {r.seconds:.1f} s{ratio} | {r.est_time:g} s | "
                     f"{len(r.attempts)} | {r.reason.replace('|', '/')} |")
-    parts = [f"## {title}", "", f"**{line}**", "", *rows]
+    parts = [f"## {title}", "", f"**{line}**", "", *[part for section in sections for part in (section.rstrip("\n"), "")], *rows]
     if disabled:
         parts += ["", "Disabled:", *[f"- `{f.path}`: {f.disabled}" for f in disabled]]
     if checks:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ci import procs
+from ci.procs import descendants
 
 # Output that says a retry may pass (noisy numbers, slow machines)...
 RETRYABLE = re.compile(r"accuracy|score|latency|throughput|ttft|timed? ?out|TimeoutError", re.IGNORECASE)
@@ -92,26 +93,6 @@ class FileResult:
     @property
     def seconds(self) -> float:
         return sum(a.seconds for a in self.attempts)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid` (children that left its process group included)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    ppid = int(stat.read().rsplit(") ", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def kill_tree(process: subprocess.Popen, grace_s: float) -> None:

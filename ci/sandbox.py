@@ -1,9 +1,11 @@
 """Throwaway parts for the demo and the tests, all on this machine: Docker registries (Debian's
-`docker-registry`) on loopback ports, optionally with htpasswd auth, and a small Debian image
-with Python 3, pytest and PyYAML built once per engine (`debootstrap --variant=minbase`)."""
+`docker-registry`) on loopback ports, optionally with htpasswd auth, a small Debian image with
+Python 3, pip, pytest and PyYAML built once per engine (`debootstrap --variant=minbase`), and
+images made from it with a local package pip-installed (no network), as a nightly ships one."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -11,15 +13,18 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker.errors
+from docker.types import Mount
 
 from ci.errors import ToolFailure
 
-PYTHON_IMAGE = "sgl-ci-test/python:bookworm"
-PYTHON_PACKAGES = "python3,python3-pytest,python3-yaml,procps"
+PYTHON_PACKAGES = "python3,python3-pip,python3-pytest,python3-yaml,procps"
+# The tag names the package list, so an image built from an older list is never taken for this one.
+PYTHON_IMAGE = f"sgl-ci-test/python:bookworm-{hashlib.sha256(PYTHON_PACKAGES.encode()).hexdigest()[:8]}"
 
 
 def free_port() -> int:
@@ -96,7 +101,7 @@ def drop_tag(client, repository: str, tag: str) -> None:
 
 
 def python_image(client) -> str:
-    """A Debian bookworm image with Python 3 and pytest, built from its default mirror once."""
+    """A Debian bookworm image with Python 3, pip and pytest, built from its default mirror once."""
     try:
         client.images.get(PYTHON_IMAGE)
         return PYTHON_IMAGE
@@ -113,3 +118,33 @@ def python_image(client) -> str:
         client.api.import_image_from_stream(tar.stdout, repository=repository, tag=tag)
         tar.wait()
     return PYTHON_IMAGE
+
+
+def baked_image(client, base: str, source: Path, repository: str, env: Mapping[str, str],
+                labels: Mapping[str, str], timeout_s: float = 300) -> str:
+    """`base` with the package at `source` pip-installed (`--no-index`: no network), `env` and
+    `labels` set. Named by a hash of all of that, so it is built once and reused."""
+    digest = hashlib.sha256(repr((base, sorted(env.items()), sorted(labels.items()))).encode())
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes())
+    name = f"{repository}:{digest.hexdigest()[:12]}"
+    try:
+        client.images.get(name)
+        return name
+    except docker.errors.ImageNotFound:
+        pass
+    with tempfile.TemporaryDirectory(prefix="sgl-ci-bake-") as copy:
+        shutil.copytree(source, copy, dirs_exist_ok=True)  # pip builds in the tree: leave `source` clean
+        container = client.containers.run(
+            base, ["python3", "-m", "pip", "install", "--no-index", "--no-build-isolation", "--no-cache-dir", "/src"],
+            detach=True, network_mode="none", environment=dict(env), mounts=[Mount("/src", copy, type="bind")])
+        try:
+            code = container.wait(timeout=timeout_s)["StatusCode"]
+            if code != 0:
+                raise ToolFailure(f"baking {source} into {base} failed (exit code {code}): "
+                                  f"{container.logs().decode(errors='replace').strip()[-500:]}")
+            container.commit(repository=repository, tag=name.split(":")[1],
+                             conf={"Env": [f"{k}={v}" for k, v in env.items()], "Labels": dict(labels), "Cmd": None})
+        finally:
+            container.remove(force=True)
+    return name

@@ -1,6 +1,6 @@
 """One CI stage end to end: plan, pull the image (LAN first), GPU hygiene, start the container,
-run the partition's files in it (ci.runner), stop it whatever happens, write the reports, and
-exit with the code the results give."""
+install the checkout in it (ci.install), run the partition's files (ci.runner), stop it whatever
+happens, write the reports, and exit with the code the results give (3: the install failed)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from ci import github, gpu, pull, registry
+from ci import github, gpu, install, pull, registry
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env
-from ci.errors import UserError
+from ci.errors import ExitCode, UserError
 from ci.known_issues import touching
 from ci.partition import read_durations
 from ci.plan import StagePlan
@@ -101,6 +101,8 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     (report_dir / "results.json").unlink(missing_ok=True)
     (report_dir / "thresholds.jsonl").unlink(missing_ok=True)
     runner_code = None
+    installed = None
+    (report_dir / "install.json").unlink(missing_ok=True)
     if files:
         client = registry.connect(config.pull.probe_timeout_s)
         image = plan.images[0] if plan.image_overridden else None
@@ -110,31 +112,38 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         with github.group("GPU hygiene", env, out):
             gpu.gpu_clean(config.container, client, out)
         spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
-        with containers.running(spec, env):
-            watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
-            watchdog.daemon = True
-            watchdog.start()
-            try:
-                runner_env = {**exec_env(config.container, arch),
-                              LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
-                if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
-                    runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
-                runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
-                                              runner_env, workdir, getattr(out, "buffer", None))
-            finally:
-                watchdog.cancel()
-    results = _results(report_dir, run_plan, runner_code)
+        with containers.running(spec, env) as started:
+            installed = install.install_checkout(config, containers, arch, install.target_of(started, config, str(outcome.image), outcome.digest),
+                                                 env, out)
+            (report_dir / "install.json").write_text(installed.to_json())
+            if installed.ok:
+                watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    runner_env = {**exec_env(config.container, arch),
+                                  LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
+                    if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
+                        runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
+                    runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
+                                                  runner_env, workdir, getattr(out, "buffer", None))
+                finally:
+                    watchdog.cancel()
+    results = _results(report_dir, run_plan, runner_code, installed)
     write_reports(report_dir, run_plan.stage, results, disabled, read_durations(options.durations))
     code, line = verdict(results)
     notes = [*known_issue_notes(config, arch.name, [f.path for f in files], today), *plan.warnings]
     if runner_code not in (None, 0, 1):
         notes.append(f"the runner itself exited with {runner_code}")
         code = 1
+    if installed is not None and not installed.ok:  # not the tests' fault: a class of its own
+        code, line = ExitCode.INFRASTRUCTURE, f"INFRASTRUCTURE FAILURE: {installed.failure}; no test file ran"
     summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled,
-                               read_records(report_dir / "thresholds.jsonl"), notes)
+                               read_records(report_dir / "thresholds.jsonl"), notes,
+                               [installed.markdown()] if installed else [], line)
     (report_dir / "summary.md").write_text(summary)
     github.append_summary(summary, env)
-    print(f"reports: {report_dir} (junit.xml, durations.json, summary.md)", file=out)
+    print(f"reports: {report_dir} (junit.xml, durations.json, summary.md{', install.json' if installed else ''})", file=out)
     print(f"{run_plan.stage}: {line}", file=out, flush=True)
     return code
 
@@ -149,9 +158,12 @@ def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.dat
     return notes
 
 
-def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None) -> list[FileResult]:
+def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None,
+             installed: install.InstallResult | None = None) -> list[FileResult]:
     try:
         return read_results(report_dir)
     except (OSError, json.JSONDecodeError, KeyError):
         why = "nothing to run" if runner_code is None else f"the runner left no results (exit code {runner_code})"
+        if installed is not None and not installed.ok:
+            why = f"not run: {installed.failure}"
         return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]

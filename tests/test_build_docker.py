@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ci.install import source_fingerprint
 from ci.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.images import python_image
@@ -34,6 +35,9 @@ def test_build_push_then_mirror(docker, tmp_path):
     base = python_image(docker)
     _checkout_with_release_tags(tmp_path, ("v0.5.9", "v0.5.10rc1", "v0.5.10", "gateway-v9.9.9"))
     (tmp_path / "docker").mkdir()
+    kernel = tmp_path / "python" / "sglang" / "kernels" / "aot"
+    kernel.mkdir(parents=True)
+    (kernel / "topk_sigmoid.hip").write_text("__global__ void topk_sigmoid() {}\n")
     (tmp_path / "docker" / "rocm.Dockerfile").write_text(f"FROM {base}\nARG GPU_ARCH\nARG ROCM_VERSION\n"
                                                          "LABEL gpu_arch=$GPU_ARCH rocm=$ROCM_VERSION\n")
     public = start_registry(tmp_path / "public", user=USER, password=TOKEN)
@@ -49,7 +53,10 @@ def test_build_push_then_mirror(docker, tmp_path):
         assert "version v0.5.10: the newest release tag of origin (git ls-remote)" in built.out
         assert "GPU_ARCH=gfx950" in built.out and f"pushed {public.address}/rocm/sgl-dev:{tag} digest=sha256:" in built.out
         assert output.read_text().strip() == f"image=rocm/sgl-dev:{tag}"
-        assert docker.images.get(f"rocm/sgl-dev:{tag}").labels["gpu_arch"] == "gfx950"
+        labels = docker.images.get(f"rocm/sgl-dev:{tag}").labels
+        assert labels["gpu_arch"] == "gfx950"
+        # What a job compares its checkout's kernel sources with, to skip an unchanged kernel build.
+        assert labels["sgl-ci.kernel-sources"] == source_fingerprint(tmp_path, ["python/sglang/kernels/aot"])
         assert TOKEN not in built.out + built.err
         docker.images.remove(f"rocm/sgl-dev:{tag}", force=True)
 

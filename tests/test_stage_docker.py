@@ -1,5 +1,5 @@
 """Stages through the real doors: the dry-run plan with partitions, and `nox -s demo`, the whole
-path end to end (registries, LAN-first pull, container, runner, stop, reports)."""
+path end to end (registries, LAN-first pull, container, install of the checkout, runner, stop, reports)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,17 @@ def test_demo_end_to_end(docker):
     out = done.out
     assert re.search(r"image rocm/sgl-dev:\S+: source=lan \(127\.0\.0\.1:\d+\)", out)
     assert "started ci_sglang_demo" in out and "stopped and removed ci_sglang_demo" in out
-    assert "stage-demo: PASSED: 4 passed, 1 flaky, 0 failed, 0 not run" in out
+    assert "stage-demo: PASSED: 5 passed, 1 flaky, 0 failed, 0 not run" in out
+    # The nightly's own sglang is replaced by the workspace's, the proof says so, and a file sees it.
+    assert "Successfully uninstalled sglang-0.5.9" in out
+    assert "install: sglang 0.5.10.dev0+demo.checkout is imported from /sglang-checkout/python/sglang/__init__.py" in out
+    assert ("sglang 0.5.10.dev0+demo.checkout imported from /sglang-checkout/python/sglang/__init__.py "
+            "(checkout's version: 0.5.10.dev0+demo.checkout)") in out
+    assert re.search(r"install: OK in [\d.]+ s; pip cache (cold|warm \(\d+ files, [\d.]+ MiB\)) at /sgl-data/pip-cache, "
+                     r"on the runner's data mount", out)
+    commit = re.search(r"committed as ([0-9a-f]{12})", out).group(1)
+    assert re.search(rf"\| `{commit}[0-9a-f]+` \| `/sglang-checkout/python/sglang/__init__.py` \| 0.5.10.dev0\+demo.checkout \| "
+                     r"`rocm/sgl-dev:\S+` `sha256:[0-9a-f]{64}` \|", out)
     assert "SKIPPED [1] test_sampling.py: known issue on mi300" in out  # a unittest file, run under the plugin
     assert "- known issue (skip on mi300): `*test_sampling.py::*test_greedy`" in out
     assert "| ⚠️ | `test_flaky.py` | flaky |" in out
@@ -54,7 +64,8 @@ def test_demo_end_to_end(docker):
 
     reports = Path(workspace) / "ci-reports" / "stage-demo"
     assert json.loads((reports / "durations.json").read_text()).keys() == {
-        "test_fast.py", "test_flaky.py", "test_pytest_style.py", "test_slow.py", "test_sampling.py"}
-    assert 'tests="6"' in (reports / "junit.xml").read_text()
+        "test_fast.py", "test_flaky.py", "test_pytest_style.py", "test_slow.py", "test_sampling.py", "test_checkout.py"}
+    assert 'tests="7"' in (reports / "junit.xml").read_text()
+    assert '"ok": true' in (reports / "install.json").read_text()
     after = docker.containers.list(all=True)
     assert {c.id for c in after} <= before and not [c for c in after if c.name == "ci_sglang_demo"]  # nothing left

@@ -1,0 +1,3 @@
+"""Demo stand-in for a test-time dependency."""
+
+SCORE = 1.0
