@@ -1,5 +1,6 @@
-"""Shared fixtures: a writable copy of config/, running the real doors (invoke, nox) as processes,
-and Docker access that fails under CI=true rather than skipping."""
+"""Shared fixtures: a writable copy of config/ (and of the small fixture config), running the real
+doors (invoke, nox) as processes, SGLang's test tree, and Docker access that fails under CI=true
+rather than skipping."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# SGLang's checkout next to this repository (read only): the real test tree and workflows.
+SGLANG = ROOT.parent / "shared" / "sglang"
 
 # Variables a developer's shell or a runner may carry that would change what the tests see.
 _AMBIENT = ("RUNNER_ARCH", "RUNNER_NAME", "LOCAL_DOCKER_REGISTRY", "PUBLIC_DOCKER_REGISTRY",
@@ -36,6 +39,35 @@ def config_dir(tmp_path) -> Path:
     return target
 
 
+@pytest.fixture
+def small_config_dir(tmp_path) -> Path:
+    """config/ with the small stages and suites of tests/fixtures/config laid over it: numbers a
+    test can check by hand, which do not move when the shipped config does."""
+    target = tmp_path / "small-config"
+    shutil.copytree(CONFIG, target)
+    for path in (FIXTURES / "config").iterdir():
+        shutil.copy(path, target / path.name)
+    return target
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write test files (path under root -> text); returns root."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def sglang_checkout() -> Path:
+    """SGLang's checkout, or skip (locally) / fail (under CI=true) when it is not there."""
+    if not (SGLANG / "test" / "registered").is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SGLang's checkout needed under CI=true at {SGLANG}")
+        pytest.skip(f"no SGLang checkout at {SGLANG}")
+    return SGLANG
+
+
 @dataclass
 class Done:
     code: int
@@ -46,6 +78,8 @@ class Done:
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
     env["RUNNER_NAME"] = "test-host-without-arch"  # never let the test machine's name pick an arch
+    # The doors import `ci` from this checkout, not from wherever the package is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
