@@ -39,15 +39,27 @@ def config_dir(tmp_path) -> Path:
     return target
 
 
-@pytest.fixture
-def small_config_dir(tmp_path) -> Path:
+def make_small_config_dir(target: Path) -> Path:
     """config/ with the small stages and suites of tests/fixtures/config laid over it: numbers a
     test can check by hand, which do not move when the shipped config does."""
-    target = tmp_path / "small-config"
     shutil.copytree(CONFIG, target)
     for path in (FIXTURES / "config").iterdir():
         shutil.copy(path, target / path.name)
     return target
+
+
+@pytest.fixture
+def small_config_dir(tmp_path) -> Path:
+    """A private copy of the small fixture config that a test may change."""
+    return make_small_config_dir(tmp_path / "small-config")
+
+
+@pytest.fixture(scope="session")
+def small_config(tmp_path_factory):
+    """The small fixture config, loaded (frozen, so one for the whole session)."""
+    from ci.config import load_config
+
+    return load_config(make_small_config_dir(tmp_path_factory.mktemp("small") / "config"), env={})
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:
