@@ -96,12 +96,34 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _door_argv(argv: tuple[str, ...]) -> list[str]:
+    tool = {"invoke": [sys.executable, "-m", "invoke"], "nox": [sys.executable, "-m", "nox"]}.get(argv[0], [argv[0]])
+    return tool + list(argv[1:])
+
+
 def run_door(*argv: str, env: dict[str, str] | None = None, timeout: float = 120) -> Done:
     """Run `invoke ...` or `nox ...` (or any argv) from the repo root, as a user would."""
-    tool = {"invoke": [sys.executable, "-m", "invoke"], "nox": [sys.executable, "-m", "nox"]}.get(argv[0], [argv[0]])
-    done = subprocess.run(tool + list(argv[1:]), cwd=ROOT, env=env or base_env(), capture_output=True,
+    done = subprocess.run(_door_argv(argv), cwd=ROOT, env=env or base_env(), capture_output=True,
                           text=True, timeout=timeout)
     return Done(done.returncode, done.stdout, done.stderr)
+
+
+def run_doors(runs: dict[str, tuple[tuple[str, ...], dict[str, str]]], timeout: float = 240) -> dict[str, Done]:
+    """Several doors at once (name -> (argv, env)), each as run_door runs one: for slow runs that
+    each read a large tree."""
+    started = {name: subprocess.Popen(_door_argv(argv), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for name, (argv, env) in runs.items()}
+    done = {}
+    try:
+        for name, process in started.items():
+            out, err = process.communicate(timeout=timeout)
+            done[name] = Done(process.returncode, out, err)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return done
 
 
 def docker_client():
