@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,26 @@ SGLANG = ROOT.parent / "shared" / "sglang"
 _AMBIENT = ("RUNNER_ARCH", "RUNNER_NAME", "LOCAL_DOCKER_REGISTRY", "PUBLIC_DOCKER_REGISTRY",
             "SGL_CI_CONFIG_OVERRIDE", "SGL_CI_CONFIG_DIR", "GITHUB_ACTIONS", "GITHUB_OUTPUT",
             "GITHUB_STEP_SUMMARY", "DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN", "HF_TOKEN")
+
+
+def pytest_configure(config):
+    """Hypothesis keeps no example database and writes its caches to a temporary folder, never
+    into the checkout (.hypothesis/ in the current folder is its default)."""
+    try:
+        from hypothesis import settings
+        from hypothesis.configuration import set_hypothesis_home_dir
+    except ImportError:  # only the property tests need it
+        return
+    config._sgl_hypothesis_home = tempfile.mkdtemp(prefix="sgl-ci-hypothesis-")
+    set_hypothesis_home_dir(config._sgl_hypothesis_home)
+    settings.register_profile("sgl-ci", database=None)
+    settings.load_profile("sgl-ci")
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_sgl_hypothesis_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
