@@ -24,7 +24,7 @@ from ci.config import AUTO, load_config
 from ci.plan import build_plan, load_tree
 from ci.routing import runner_label
 from ci.suites import Problem
-from tests.conftest import base_env, run_door, run_doors, sglang_checkout
+from tests.conftest import base_env, run_doors, sglang_checkout
 
 ARCHES = ("mi300", "mi325", "mi355")
 TODAY = dt.date(2026, 8, 22)
@@ -45,7 +45,7 @@ def _evaluate(expression, arch: str) -> int:
         return int(text)
     chosen = re.fullmatch(r"\$\{\{\s*\(inputs\.runner_arch \|\| '(\w+)'\) == '(\w+)' && (\d+) \|\| (\d+)\s*\}\}", text)
     assert chosen, f"an expression this oracle cannot read: {text}"
-    default, compared, yes, no = chosen.groups()
+    _, compared, yes, no = chosen.groups()
     return int(yes) if arch == compared else int(no)
 
 
@@ -287,7 +287,7 @@ def test_invoke_plan_plans_the_real_tree(doors, shipped, tree, plans, arch):
     for name, stage in shipped.stages.items():
         assert (f"stage {name} on {arch} " in done.out) == bool(stage.jobs_for(arch))
     planned = [(name, j.route.job_name) for (name, a), p in plans.items() if a == arch for j in p.jobs]
-    assert len(re.findall(r"^  job ", done.out, flags=re.M)) == len(planned)
+    assert len(re.findall(r"^  job ", done.out, flags=re.MULTILINE)) == len(planned)
     for warning in tree[1].warnings:
         assert f"  warning: {warning}" in done.out
 
@@ -297,7 +297,7 @@ def test_the_nightly_session_on_mi325(doors, shipped, plans):
     done = doors[0]["nox mi325"]
     assert done.code == 0
     nightly = done.out[done.out.index("stage nightly on mi325 (MI325X, gfx942, image arch mi30x): nightly"):]
-    assert len(re.findall(r"^  job ", nightly, flags=re.M)) == len(plans[("nightly", "mi325")].jobs)
+    assert len(re.findall(r"^  job ", nightly, flags=re.MULTILINE)) == len(plans[("nightly", "mi325")].jobs)
 
 
 @pytest.mark.timeout(600)
@@ -328,7 +328,7 @@ def plant(root: Path, shipped, scan) -> dict[str, tuple[Problem, str]]:
     job = stage.suites[0]
     nightly_suite = next(j.suite for s in shipped.stages.values() if s.nightly for j in s.suites)
     known = set(shipped.known_suites())
-    cuda = sorted(s for s in scan.cuda_suites if s not in known and not shipped.acknowledged(s))[0]
+    cuda = min(s for s in scan.cuda_suites if s not in known and not shipped.acknowledged(s))
     over = max(job.per_file_timeout_for(a) for a in job.arches) + 1
     planted = {
         "unknown_suite.py": (f'register_amd_ci(est_time=10, suite="planted-no-such-suite-amd"){MAIN}', Problem.NEVER_RUNS,

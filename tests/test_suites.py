@@ -78,7 +78,7 @@ def test_every_registration_style(tmp_path, small_config):
 
 
 def test_a_good_tree_checks_clean_and_warns_about_acknowledged_mistakes(tmp_path, small_config):
-    scan, check = load_tree(small_config, write(tmp_path))
+    _, check = load_tree(small_config, write(tmp_path))
     assert check.problems == ()
     assert check.warnings == ("acknowledged: 2 file(s) in fx-retired-amd, fx-retired-too-amd run nowhere: "
                               "registered, but retired upstream (https://example.invalid/retired)",)
