@@ -127,6 +127,11 @@ def _type_name(kind: Any) -> str:
     if kind in names:
         return names[kind]
     origin = typing.get_origin(kind)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(kind)
+        return " ".join([_type_name(base), *(e.wants for e in extras if isinstance(e, Check))])
+    if origin is Literal:
+        return ", ".join(map(str, typing.get_args(kind)))
     if origin in (tuple, list):
         return "a list"
     if origin in (dict, Mapping) or dataclasses.is_dataclass(kind):

@@ -31,6 +31,7 @@ class Problem(enum.Enum):
     NEVER_RUNS = "suite has no job: it would never run"
     DUPLICATE = "file registered twice in one suite"
     NO_MAIN = "enabled unittest-style file without an executable __main__: it would run nothing"
+    OVER_BUDGET = "estimate over the job's per-file timeout: it would always be killed"
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ def check_tree(scan: TreeScan, config: Config) -> TreeCheck:
     """Every problem of the scanned tree against config, and the acknowledged mistakes as warnings."""
     problems = list(scan.findings)
     cadence = {job.suite: stage.nightly for stage in config.stages.values() for job in stage.suites}
+    jobs = {job.suite: job for stage in config.stages.values() for job in stage.suites}
     known = set(cadence)
     acknowledged: dict[str, list[RegisteredFile]] = defaultdict(list)
     seen: dict[tuple[str, str], int] = {}
@@ -278,6 +280,15 @@ def check_tree(scan: TreeScan, config: Config) -> TreeCheck:
             problems.append(Finding(Problem.DUPLICATE, where, f"{f.path} is already registered to {f.suite!r} on line {seen[key]}"))
         else:
             seen[key] = f.line
+        if f.suite in jobs and cadence[f.suite] == f.nightly and not f.disabled:
+            job = jobs[f.suite]
+            over = [(arch, est, job.per_file_timeout_for(arch)) for arch in job.arches
+                    for est in [config.suites.est_time_overrides.get(arch, {}).get(f.path, f.est_time)]
+                    if est > job.per_file_timeout_for(arch)]
+            if over:
+                problems.append(Finding(Problem.OVER_BUDGET, where, f"{f.suite}: estimated at " + ", ".join(
+                    f"{est:g} s on {arch} (per-file timeout {limit:g} s)" for arch, est, limit in over)
+                    + ": raise per_file_timeout_s in stages.yaml or fix the estimate"))
         if not f.disabled and f.style == "unittest" and not f.has_main:
             problems.append(Finding(Problem.NO_MAIN, where, "`python3 FILE -f` would exit 0 without running a test: "
                                     "add `unittest.main()` or `sys.exit(pytest.main([__file__]))` under __main__"))

@@ -13,10 +13,21 @@ def test_shipped_config_has_the_real_values():
     assert {n: (a.image_arch, a.gfx) for n, a in config.arches.items()} == {
         "mi300": ("mi30x", "gfx942"), "mi325": ("mi30x", "gfx942"), "mi355": ("mi35x", "gfx950")}
     assert config.arches["mi355"].env["GPU_ARCHS"] == "gfx950"
-    assert list(config.stages) == ["stage-a", "stage-b", "stage-c"]
-    stage_c = config.stages["stage-c"]
-    assert stage_c.timeout_for("mi300") == 120 and stage_c.timeout_for("mi325") == 90
-    assert [j.gpus for j in stage_c.suites] == [4, 8]
+    assert list(config.stages) == ["stage-a", "stage-b", "stage-c", "extra", "nightly"]
+    assert [s.cadence for s in config.stages.values()] == ["per-commit"] * 4 + ["nightly"]
+    assert config.stages["stage-c"].needs == ("stage-b",) and config.stages["extra"].pr_label == "run-ci-extra"
+    # SGLang's own numbers (pr-test-amd-rocm720.yml): MI300X got 120 minutes for the 8-GPU suite.
+    large = config.stages["stage-c"].job("stage-c-test-large-8-gpu-amd")
+    assert large.timeout_for("mi300") == 120 and large.partitions == 4 and large.gpus == 8
+    small = config.stages["stage-b"].job("stage-b-test-1-gpu-small-amd")
+    assert small.partitions == 14 and small.per_file_timeout_for("mi300") == small.per_file_timeout_for("mi325") == 2400
+    assert small.timeout_for("mi300") == 75 and small.timeout_for("mi325") == 60
+    two = config.stages["stage-b"].job("stage-b-test-2-gpu-large-amd")
+    assert two.per_file_timeout_for("mi300") == 5400 and two.per_file_timeout_for("mi325") == 2700
+    disagg = config.stages["stage-b"].job("stage-b-test-large-8-gpu-mi35x-disaggregation-amd")
+    assert disagg.arches == ("mi355",) and disagg.variant == "disagg" and disagg.label_suffix == ".fabric"
+    assert config.stages["stage-c"].job_timeout_minutes(large, "mi300") == 120 + 30
+    assert config.routing.events["pull_request"] == ("mi300", "mi355") and config.routing.input_arches == ("mi300", "mi325")
     assert config.images.repository == "rocm/sgl-dev" and config.images.lookback_days == 7
     assert config.images.registries.public == "docker.io"
     assert config.images.registries.lan is None  # the LAN mirror is never in shipped config
@@ -33,7 +44,9 @@ def test_versions_are_an_optional_override(config_dir):
 def test_config_is_frozen():
     config = load_config(env={})
     with pytest.raises(AttributeError):
-        config.stages["stage-c"].per_file_timeout_s = 1  # type: ignore[misc]
+        config.stages["stage-c"].retries = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.stages["stage-c"].suites[0].per_file_timeout_s["default"] = 1  # type: ignore[index]
     with pytest.raises(TypeError):
         config.stages["stage-x"] = None  # type: ignore[index]
 
@@ -44,13 +57,14 @@ def test_registry_env_overrides():
     assert config.images.registries.public == "127.0.0.1:5002"
 
 
-def test_override_file_sets_lan_registry_and_a_timeout(tmp_path):
+def test_override_file_sets_lan_registry_and_a_stage_setting(tmp_path):
     override = tmp_path / "site.yaml"
-    override.write_text("images:\n  registries:\n    lan: mirror.local:5000\nstages:\n  stage-a:\n    timeout_minutes: {default: 45}\n")
+    override.write_text("images:\n  registries:\n    lan: mirror.local:5000\nstages:\n  stage-a:\n    budget_share: 0.5\n")
     config = load_config(env={"SGL_CI_CONFIG_OVERRIDE": str(override)})
     assert config.images.registries.lan == "mirror.local:5000"
-    assert config.stages["stage-a"].timeout_for("mi300") == 45
+    assert config.stages["stage-a"].budget_share == 0.5
     assert config.stages["stage-a"].suites[0].suite == "stage-a-test-1-gpu-small-amd"  # merged, not replaced
+    assert config.stages["stage-b"].budget_share == 0.8
 
 
 def _break(config_dir, filename, old, new):
@@ -65,22 +79,41 @@ def _line_of(path, needle):
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
 
 
+SIZED_8_GPU = "stage-c-test-large-8-gpu-amd, arches: [mi300, mi325], gpus: 8, partitions: 4, per_file_timeout_s: {default: 5400}, timeout_minutes: {default: 120}"
+
+
 @pytest.mark.parametrize(
     "filename, old, new, expected",
     [
-        ("stages.yaml", "{default: 90, mi300: 120}", "{default: 90, mi300: 0}", "stage-c.timeout_minutes.mi300: must be > 0, got 0"),
-        ("stages.yaml", "{default: 30}", "{default: -5}", "stage-a.timeout_minutes.default: must be > 0"),
-        ("stages.yaml", "per_file_timeout_s: 5400", "per_file_timeout_s: soon", "stage-c.per_file_timeout_s: must be a number, got str 'soon'"),
-        ("stages.yaml", "gpus: 4,", "gpu: 4,", "stage-c.suites[0].gpu: unknown key 'gpu' (allowed: gpus, partitions, suite)"),
-        ("stages.yaml", "{default: 90, mi300: 120}", "{default: 90, mi999: 120}", "unknown arch 'mi999'"),
+        ("stages.yaml", "{default: 60, mi300: 75}", "{default: 60, mi300: 0}", "stage-b.suites[0].timeout_minutes.mi300: must be > 0, got 0"),
+        ("stages.yaml", SIZED_8_GPU, SIZED_8_GPU.replace("{default: 120}", "{default: -5}"), "stage-c.suites[1].timeout_minutes.default: must be > 0"),
+        ("stages.yaml", "per_file_timeout_s: {default: 2400}", "per_file_timeout_s: {default: soon}", "stage-b.suites[0].per_file_timeout_s.default: must be a number, got str 'soon'"),
+        ("stages.yaml", "per_file_timeout_s: {default: 2400}", "per_file_timeout_s: 2400", "stage-b.suites[0].per_file_timeout_s: must be a mapping, got int 2400"),
+        ("stages.yaml", "{default: 60, mi300: 75}", "{mi300: 75}", "stage-b.suites[0].timeout_minutes: needs a 'default' value"),
+        ("stages.yaml", "gpus: 4,", "gpu: 4,", "stage-c.suites[0].gpu: unknown key 'gpu' (allowed: arches, changes, gpus, label_suffix, partitions"),
+        ("stages.yaml", "{default: 60, mi300: 75}", "{default: 60, mi999: 75}", "timeout_minutes.mi999: 'mi999' is not one of the job's arches (mi300, mi325)"),
+        ("stages.yaml", "{default: 60, mi300: 75}", "{default: 60, mi355: 75}", "timeout_minutes.mi355: 'mi355' is not one of the job's arches (mi300, mi325)"),
+        ("stages.yaml", "arches: [mi355], gpus: 1,", "arches: [mi999], gpus: 1,", "stage-b.suites[6].arches: unknown arch 'mi999' (allowed: mi300, mi325, mi355)"),
+        ("stages.yaml", "partitions: 14,", "partitions: many,", "stage-b.suites[0].partitions: must be one of an integer > 0, auto, got 'many'"),
+        ("stages.yaml", "partitions: 14,", "partitions: 0,", "stage-b.suites[0].partitions: must be one of an integer > 0, auto, got 0"),
+        ("stages.yaml", "cadence: nightly", "cadence: weekly", "nightly.cadence: must be one of per-commit, nightly, got 'weekly'"),
+        ("stages.yaml", "needs: [stage-a]", "needs: [stage-q]", "stage-b.needs: unknown stage 'stage-q'"),
+        ("stages.yaml", "variant: disagg", "variant: fancy", "variant: unknown variant 'fancy' (allowed: default, disagg)"),
+        ("stages.yaml", "changes: jit_kernel}", "changes: nothing}", "stage-a.suites[1].changes: unknown change filter 'nothing'"),
+        ("stages.yaml", "suite: stage-c-test-4-gpu-amd,", "suite: stage-a-test-1-gpu-small-amd,", "stage-c.suites[0].suite: suite 'stage-a-test-1-gpu-small-amd' already has a job in stage-a"),
         ("pull.yaml", "attempts: 6", "attempts: six", "public.attempts: must be an integer, got str 'six'"),
         ("pull.yaml", "window_s: 10", "window_s: true", "lan.window_s: must be a number, got True"),
         ("arches.yaml", "gfx: gfx950", "gfx: [gfx950]", "arches.mi355.gfx: must be a string, got a list"),
         ("arches.yaml", '"linux-mi300-{gpus}gpu-sglang"', '"linux-mi300-gpu-sglang"', "arches.mi300.pool.label: must contain {gpus}"),
-        ("routing.yaml", "schedule: mi325", "schedule: mi999", "events.schedule: unknown arch 'mi999'"),
+        ("routing.yaml", "schedule: [mi325, mi355]", "schedule: [mi999, mi355]", "events.schedule[0]: unknown arch 'mi999' (allowed: mi300, mi325, mi355, or input)"),
+        ("routing.yaml", "schedule: [mi325, mi355]", "schedule: []", "events.schedule: must be not empty"),
+        ("routing.yaml", "default_input: mi300", "default_input: mi355", "default_input: 'mi355' is not one of input_arches"),
+        ("suites.yaml", "  - suites: [base-b-test-2-gpu-large]", "  - suites: [stage-c-test-4-gpu-amd]", "acknowledged[0].suites: 'stage-c-test-4-gpu-amd' has a job in stages.yaml"),
+        ("suites.yaml", "  sgl-kernel-unit-test-amd:\n", "  no-such-suite:\n", "commands.no-such-suite: unknown suite 'no-such-suite': no job in stages.yaml runs it"),
+        ("suites.yaml", "only_partition: 1}", "only_partition: 0}", "only_partition: must be > 0, got 0"),
         ("images.yaml", "lookback_days: 7", "lookback_days: 0", "lookback_days: must be > 0, got 0"),
         ("images.yaml", "rocm: rocm700", "rocm: rocm999", "rocm: 'rocm999' is not in rocm_versions"),
-        ("stages.yaml", "stage-b:\n", "stage-b:\n  timeout_minutes: {default: 1}\n", "duplicate key"),
+        ("stages.yaml", "stage-b:\n", "stage-b:\n  retries: 1\n", "stage-b.retries: duplicate key"),
         ("images.yaml", "versions: []", "versions: [v0.5.10, latest]", "versions[1]: 'latest' is not a release version"),
         ("images.yaml", 'date_format: "%Y%m%d"', 'date_format: "%Y%m%d%H"', "date_format: %H is not allowed in a tag's date"),
         ("images.yaml", 'tag_format: "{version}-{rocm}-{image_arch}-{date}"', 'tag_format: "{version}-{rocm}-{image_arch}"',
@@ -108,7 +141,7 @@ def test_bad_config_names_file_line_and_key_path(config_dir, filename, old, new,
 
 
 def test_malformed_yaml_names_its_line(config_dir):
-    path = _break(config_dir, "stages.yaml", "per_file_timeout_s: 5400", "per_file_timeout_s: [5400")
+    path = _break(config_dir, "stages.yaml", "per_file_timeout_s: {default: 5400}", "per_file_timeout_s: [5400")
     with pytest.raises(ConfigError) as caught:
         load_config(config_dir, env={})
     assert str(caught.value).startswith(f"{path}:")

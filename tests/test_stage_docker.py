@@ -8,9 +8,11 @@ import re
 
 import pytest
 
+from ci.config import load_config
 from tests.conftest import base_env, run_door
 
-TREE = {f"srt/test_{i:02}.py": f'register_amd_ci(est_time={(i % 7 + 1) * 60}, suite="stage-b-test-1-gpu-small-amd")\n'
+MAIN = '\nif __name__ == "__main__":\n    unittest.main()\n'
+TREE = {f"srt/test_{i:02}.py": f'register_amd_ci(est_time={(i % 7 + 1) * 60}, suite="stage-b-test-1-gpu-small-amd"){MAIN}'
         for i in range(30)}
 
 
@@ -19,19 +21,30 @@ def test_dry_run_shows_partitions_and_the_lower_bound(tmp_path):
         (tmp_path / "test" / "registered" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "test" / "registered" / name).write_text(text)
     env = base_env(GITHUB_WORKSPACE=str(tmp_path))
-    done = run_door("nox", "-s", "stage_b", "--", "--arch", "mi325", "--suite", "stage-b-test-1-gpu-small-amd",
-                    "--partition", "2/4", "--dry-run", env=env)
+    suite = "stage-b-test-1-gpu-small-amd"
+    total = load_config(env={}).stage("stage-b").job(suite).partitions  # SGLang's count for the suite
+    done = run_door("nox", "-s", "stage_b", "--", "--arch", "mi325", "--suite", suite, "--partition", f"2/{total}",
+                    "--dry-run", env=env)
     assert done.code == 0, done.err
-    assert re.search(r"suite stage-b-test-1-gpu-small-amd: 30 file\(s\), 4 partition\(s\), makespan (\d+) s, lower bound (\d+) s", done.out)
-    assert "partition 2/4:" in done.out and "<- this run" in done.out.split("partition 2/4:")[1].splitlines()[0]
-    assert done.out.count("      srt/test_") == 30
-    bad = run_door("nox", "-s", "stage_b", "--", "--arch", "mi325", "--partition", "5/4", "--dry-run", env=env)
-    assert bad.code == 2 and "--partition '5/4': need 1 <= i <= N" in bad.err
+    header = re.search(rf"job {suite} \(linux-mi325-1gpu-sglang\): 1 GPU\(s\), {total} partition\(s\), 30 unit\(s\)", done.out)
+    assert header, done.out
+    bounds = re.search(r"makespan (\d+) s of a (\d+) s budget; lower bound (\d+) s", done.out)
+    makespan, budget, lower = (int(x) for x in bounds.groups())
+    seconds = [(i % 7 + 1) * 60 for i in range(30)]
+    assert abs(lower - max(max(seconds), sum(seconds) / total)) <= 0.5  # max of longest unit and total/N
+    assert lower <= makespan <= budget
+    assert f"partition 2/{total}:" in done.out and "<- this run" in done.out.split(f"partition 2/{total}:")[1].splitlines()[0]
+    assert done.out.count("      srt/test_") == 30  # every file in exactly one partition
+    assert len(set(re.findall(r"      (srt/test_\d+\.py)", done.out))) == 30
+    bad = run_door("nox", "-s", "stage_b", "--", "--arch", "mi325", "--partition", f"{total + 1}/{total}", "--dry-run", env=env)
+    assert bad.code == 2 and f"--partition '{total + 1}/{total}': need 1 <= i <= N" in bad.err
+    wrong = run_door("nox", "-s", "stage_b", "--", "--arch", "mi325", "--suite", suite, "--partition", "2/4", "--dry-run", env=env)
+    assert wrong.code == 2 and f"--partition 2/4: {suite} on mi325 has {total} partition(s); use i/{total}" in wrong.err
 
 
 def test_a_stage_that_finds_no_test_root_is_an_error(tmp_path):
     done = run_door("nox", "-s", "stage_a", "--", "--arch", "mi300", env=base_env(GITHUB_WORKSPACE=str(tmp_path)))
-    assert done.code == 2 and "test root" in done.err and "not found" in done.err
+    assert done.code == 2 and f"test root {tmp_path / 'test' / 'registered'} is not a directory" in done.err
 
 
 @pytest.mark.docker
