@@ -34,10 +34,7 @@ def _workspace() -> Path:
     return Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
 
 
-def _resolve(config: Config, arch: str | None, event: str | None = None) -> ArchResolution:
-    if event and not arch:
-        arches, source = arches_for_event(config, event, None)
-        return ArchResolution(arches[0], source)
+def _resolve(config: Config, arch: str | None) -> ArchResolution:
     return resolve_arch(config, flag=arch, env=_env())
 
 
@@ -103,19 +100,27 @@ def finish_command() -> int:
 
 def plan_command(event: str | None = None, arch: str | None = None, stage: str | None = None,
                  image: str | None = None, rocm: str | None = None) -> int:
-    """`invoke plan`: what each stage would do on the arch, with no Docker and no GPU; the tree is
-    scanned once for all stages."""
+    """`invoke plan`: what each stage would do, with no Docker and no GPU; the tree is scanned once.
+    With --event: the per-commit stages on every pool the event routes to (--arch: that pool)."""
     config = load_config()
-    stages = [config.stage(stage).name] if stage else list(config.stages)
-    resolution = _resolve(config, arch, event)
+    chosen = config.stage(stage) if stage else None  # a bad name fails before anything else is asked
+    if event and not arch:
+        arches, source = arches_for_event(config, event, None)
+        resolutions = [ArchResolution(a, source) for a in arches]
+        default = [s for s in config.stages.values() if not s.nightly]
+    else:
+        resolutions = [resolve_arch(config, flag=arch, env=_env())]
+        default = list(config.stages.values())
+    stages = [chosen] if chosen else default
     tree = _tree(config)
-    for name in stages:
-        if not config.stages[name].jobs_for(resolution.arch.name):
-            print(f"stage {name}: no job on {resolution.arch.name}")
-            continue
-        plan = build_plan(config, name, resolution, _today(), tree, image=image, rocm=rocm)
-        for line in render_plan(plan):
-            print(line)
+    for resolution in resolutions:
+        for spec in stages:
+            if not spec.jobs_for(resolution.arch.name):
+                print(f"stage {spec.name}: no job on {resolution.arch.name}")
+                continue
+            plan = build_plan(config, spec.name, resolution, _today(), tree, image=image, rocm=rocm)
+            for line in render_plan(plan):
+                print(line)
     return 0
 
 

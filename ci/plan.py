@@ -298,10 +298,12 @@ def normalize_durations(recorded: Mapping[str, float], config: Config) -> dict[s
                 f"{config.suites.test_root.strip('/')}/", "./"]
     out = {}
     for key, value in recorded.items():
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
+        stripped = True
+        while stripped:  # "./test/registered/x.py" loses both prefixes
+            stripped = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
         out[key] = value
     return out
 

@@ -237,6 +237,10 @@ def scan_tree(root: Path, config: Config) -> TreeScan:
             where = f"{relative}:{call.lineno}"
             if _call_name(call) != amd:
                 continue
+            if not isinstance(call.func, ast.Name):
+                findings.append(Finding(Problem.BAD_CALL, where, f"`{ast.unparse(call.func)}(...)`: SGLang's collector reads "
+                                        f"only a bare `{amd}(...)` call, so SGLang would never run this file"))
+                continue
             values = _read_call(call, where, amd, findings)
             suite = _suite_of(values, where, findings) if values is not None else None
             checked = _checked_values(values, where, findings) if values is not None else None

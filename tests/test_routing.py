@@ -102,14 +102,15 @@ def test_outputs_carry_arches_labels_and_partitions():
     assert jobs["stage-c-test-large-8-gpu-amd"]["label"] == "linux-mi325-8gpu-sglang"
     assert jobs["stage-c-test-large-8-gpu-amd"]["arch"] == "mi325"
     assert jobs["stage-c-test-large-8-gpu-amd-mi35x"] == {
-        "arch": "mi355", "label": "linux-mi35x-gpu-8", "name": "stage-c-test-large-8-gpu-amd-mi35x (linux-mi35x-gpu-8)",
+        "arch": "mi355", "run": True, "label": "linux-mi35x-gpu-8", "name": "stage-c-test-large-8-gpu-amd-mi35x (linux-mi35x-gpu-8)",
         "timeout": 120 + 30, "partitions": [1, 2, 3], "total": 3}
 
 
 def test_render_names_every_arch_and_job():
     lines = render_route(route(CONFIG, "pull_request", counts=COUNTS))
     assert lines[0] == "arches: mi300 (MI300X, gfx942), mi355 (MI355X, gfx950) from pull_request routing"
-    assert len(lines) == 1 + len(route(CONFIG, "pull_request", counts=COUNTS).jobs)
+    assert len(lines) == 1 + len(route(CONFIG, "pull_request", counts=COUNTS).jobs) + 1
+    assert lines[-1] == "continue-on-error: no; fast-fail bypassed: no"
     _, source = arches_for_event(CONFIG, "workflow_dispatch", None)
     assert source == "workflow_dispatch routing (runner_arch mi300, the default)"
 

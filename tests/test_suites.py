@@ -31,7 +31,6 @@ GOOD = {
     "srt/test_disabled.py": f'register_amd_ci(est_time=30, suite="{FIXED}", disabled="flaky on ROCm 7")\n',  # no main: disabled
     "srt/test_nightly.py": f'register_amd_ci(400, "{NIGHTLY}", True){MAIN}',
     "srt/test_two_suites.py": f'register_amd_ci(10, "{FIXED}")\nregister_amd_ci(12, "{FOUR}"){MAIN}',
-    "srt/test_attribute.py": f'import sglang.test.ci.ci_register as ci\nci.register_amd_ci(est_time=20, suite="{FIXED}"){MAIN}',
     "srt/test_cuda_only.py": 'register_cuda_ci(est_time=20, suite="stage-b-test-1-gpu-small")\n',
     "srt/test_pytest_file.py": f'import pytest\nregister_amd_ci(15, "{FIXED}")\ndef test_x():\n    pass\n',
     "srt/test_not_at_module_level.py": 'def helper():\n    register_amd_ci(est_time=1, suite="no-such-suite")\n',
@@ -64,7 +63,6 @@ def test_every_registration_style(tmp_path, small_config):
     assert files["srt/test_stage_config.py"].suite == FOUR
     assert files["srt/test_disabled.py"].disabled == "flaky on ROCm 7"
     assert files["srt/test_nightly.py"].nightly is True and files["srt/test_keyword.py"].nightly is False
-    assert files["srt/test_attribute.py"].est_time == 20
     assert files["srt/test_pytest_file.py"].style == "pytest" and files["srt/test_keyword.py"].style == "unittest"
     assert files["srt/test_side_effects.py"].line == 2  # parsed, never imported: the SystemExit never ran
     assert files["srt/test_keyword.py"].has_main and not files["srt/test_disabled.py"].has_main
@@ -72,7 +70,9 @@ def test_every_registration_style(tmp_path, small_config):
         assert absent not in files
     both = [f.suite for f in scan.files if f.path == "srt/test_two_suites.py"]
     assert both == [FIXED, FOUR]
-    assert "stage-b-test-1-gpu-small" in scan.cuda_suites
+    # CUDA-only files are parsed only when an unknown suite needs their names.
+    assert "stage-b-test-1-gpu-small" not in scan.cuda_suites
+    assert "stage-b-test-1-gpu-small" in scan.all_cuda_suites(small_config.suites.cuda_register_function)
     assert sum(f.path.startswith("bulk/") for f in scan.files) == BULK
     assert scan.findings == ()
 
@@ -89,7 +89,7 @@ def test_a_good_tree_checks_clean_and_warns_about_acknowledged_mistakes(tmp_path
 def test_select_splits_disabled_and_nightly(tmp_path, small_config):
     scan = scan_tree(write(tmp_path), small_config)
     run, disabled = select(scan.files, FIXED, nightly=False)
-    named = {"srt/test_keyword.py", "srt/test_positional.py", "srt/test_two_suites.py", "srt/test_attribute.py",
+    named = {"srt/test_keyword.py", "srt/test_positional.py", "srt/test_two_suites.py",
              "srt/test_pytest_file.py", "srt/test_side_effects.py"}
     assert {f.path for f in run} == named | {f"bulk/test_bulk_{i:02}.py" for i in range(BULK)}
     assert [f.path for f in disabled] == ["srt/test_disabled.py"]
@@ -131,6 +131,8 @@ BROKEN = [
     ("disabled not a string", f'register_amd_ci(10, "{FIXED}", disabled=True){MAIN}', Problem.BAD_VALUE,
      "disabled must be a reason (a non-empty string) or absent, got True"),
     ("disabled empty", f'register_amd_ci(10, "{FIXED}", disabled=" "){MAIN}', Problem.BAD_VALUE, "disabled must be a reason"),
+    ("attribute call", f'import sglang.test.ci.ci_register as ci\nci.register_amd_ci(est_time=20, suite="{FIXED}"){MAIN}',
+     Problem.BAD_CALL, "SGLang's collector reads only a bare `register_amd_ci(...)` call"),
     ("starred", "register_amd_ci(*ARGS)\n", Problem.BAD_CALL, "*args/**kwargs cannot be read statically"),
     ("double starred", "register_amd_ci(**KW)\n", Problem.BAD_CALL, "*args/**kwargs cannot be read statically"),
     ("too many positional", 'register_amd_ci(10, "a", False, None, 5)\n', Problem.BAD_CALL, "register_amd_ci takes at most 4 positional arguments"),
