@@ -144,6 +144,11 @@ def test_the_shipped_config_takes_the_whole_tree_with_only_acknowledged_mistakes
     known = set(shipped.known_suites())
     unknown = {f.suite for f in scan.files} - known
     assert unknown and all(shipped.acknowledged(s) for s in unknown)  # every stray suite acknowledged, with a reason
+    # ...and the other way round: every suite config names has work in the tree (or in config).
+    registered = {f.suite for f in scan.files} | set(shipped.suites.files) | set(shipped.suites.commands)
+    assert known <= registered, f"config names suites the tree does not have: {sorted(known - registered)}"
+    acknowledged = {s for a in shipped.suites.acknowledged for s in a.suites}
+    assert acknowledged <= {f.suite for f in scan.files}, "an acknowledgement names a suite the tree does not have"
     acknowledgements = [a for a in shipped.suites.acknowledged if set(a.suites) & unknown]
     assert len(check.warnings) == len(acknowledgements)
     for ack, warning in zip(acknowledgements, check.warnings):
