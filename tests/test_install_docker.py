@@ -195,7 +195,8 @@ def test_a_stage_whose_install_fails_runs_no_file_and_exits_3(job, tmp_path):
         "    def test_it(self):\n"
         f"        Path('/sglang-checkout/{ran.name}').write_text('ran')\n"
         "if __name__ == '__main__':\n    unittest.main()\n")
-    done = run_door("nox", "-s", "stage_a", "--", "--arch", "mi300", "--image", image, env=env, timeout=300)
+    done = run_door("nox", "-s", "stage_a", "--", "--arch", "mi300", "--suite", "stage-a-test-1-gpu-small-amd",
+                    "--image", image, env=env, timeout=300)
     assert done.code == 3, done.out[-3000:] + done.err[-3000:]
     assert "install: checkout: failed" in done.out and "(not retried: not a network error)" in done.out
     assert "stage-a: INFRASTRUCTURE FAILURE: install step 'checkout' failed" in done.out
