@@ -16,14 +16,29 @@ from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
+from ci.durations import (
+    NO_DURATIONS,
+    Durations,
+    DurationsError,
+    read_durations,
+    read_durations_or_warn,
+    read_store,
+)
 from ci.errors import ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
-from ci.durations import NO_DURATIONS, Durations, DurationsError, read_durations, read_durations_or_warn, read_store
 from ci.partition import parse_partition
-from ci.plan import BudgetProblems, build_plan, load_tree, normalize_durations, plan_job, render_plan, render_plan_markdown
+from ci.plan import (
+    BudgetProblems,
+    build_plan,
+    load_tree,
+    normalize_durations,
+    plan_job,
+    render_plan,
+    render_plan_markdown,
+)
 from ci.routing import arches_for_event, render_route, route, route_outputs
-from ci.suites import TreeCheck, TreeScan, select
 from ci.stage import StageOptions, partition_label, run_stage
+from ci.suites import TreeCheck, TreeScan, select
 
 
 def _env() -> Mapping[str, str]:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from ci.arch import ArchResolution
 from ci.config import AUTO, EMPTY, ArchSpec, Config, StageSpec, SuiteJob
 from ci.errors import UserError
+from ci.gantt import partitions_chart
 from ci.images import (
     ImageName,
     candidate_images,
@@ -25,9 +26,16 @@ from ci.images import (
 )
 from ci.partition import Item, Partitioning, partition
 from ci.routing import JobRoute, job_route, runner_label
-from ci.gantt import partitions_chart
 from ci.shards import discover_file, plan_shards, shard_timeout
-from ci.suites import RegisteredFile, TreeCheck, TreeProblems, TreeScan, check_tree, scan_tree, select
+from ci.suites import (
+    RegisteredFile,
+    TreeCheck,
+    TreeProblems,
+    TreeScan,
+    check_tree,
+    scan_tree,
+    select,
+)
 
 
 class BudgetProblems(UserError):

@@ -25,7 +25,7 @@ NO_TESTS_BASES = ("object", "ABC", "abc.ABC")  # bases known to hold no tests an
 
 
 @dataclass(frozen=True)
-class TestClass:
+class CaseClass:
     name: str
     line: int
     tests: int  # test methods unittest (or pytest) collects for it, inherited ones included
@@ -33,7 +33,7 @@ class TestClass:
 
 @dataclass(frozen=True)
 class Discovery:
-    classes: tuple[TestClass, ...]  # shard candidates, in file order
+    classes: tuple[CaseClass, ...]  # shard candidates, in file order
     why_not: str = ""  # why the file must run whole ("" when it may be split)
 
     @property
@@ -209,7 +209,7 @@ def discover(source: str, style: str, bases: Sequence[str],
         if info.testcase is None and info.tests:
             return Discovery((), f"{name}: cannot tell whether it is a TestCase ({info.why})")
         if collected and info.tests:
-            found.append(TestClass(name, node.lineno, len(info.tests)))
+            found.append(CaseClass(name, node.lineno, len(info.tests)))
     for local, (imported_from, name) in module.imports.items():  # unittest also loads imported TestCases
         if local.startswith("Test") and local not in bases and name is not None:
             if getattr(module.resolve, "third_party", lambda m: False)(module._absolute(imported_from)):
@@ -296,7 +296,7 @@ def shard_name(file: str, classes: Sequence[str]) -> str:
     return f"{file}::{'+'.join(classes)}"
 
 
-def plan_shards(file: str, classes: Sequence[TestClass], file_seconds: float, measured: Mapping[str, float],
+def plan_shards(file: str, classes: Sequence[CaseClass], file_seconds: float, measured: Mapping[str, float],
                 min_shard_s: float, max_shards: int, overhead_s: float) -> tuple[Shard, ...]:
     """Whole classes grouped into shards balanced by estimate: a class's estimate is its measured
     time, else the file's estimate shared by test count; at most `max_shards`, none estimated under

@@ -16,15 +16,14 @@ from typing import TextIO
 from ci import github, gpu, pull, registry
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env
-from ci.errors import UserError
-from ci.known_issues import touching
 from ci.durations import NO_DURATIONS, Durations, record_json
+from ci.errors import UserError
 from ci.history import drift_markdown, run_record, stage_drift, warning_lines
+from ci.known_issues import touching
 from ci.plan import StagePlan, job_chart
 from ci.report import summary_markdown, verdict, write_reports
 from ci.runner import FileResult, PlannedFile, RunPlan, read_results
 from ci.thresholds import LOG_ENV, read_records
-
 
 
 @dataclass(frozen=True)

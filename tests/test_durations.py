@@ -110,10 +110,10 @@ def test_the_store_round_trips_and_stays_small():
     ('{"a.py": NaN}', "not a number of seconds"),
     ('{"format": "sgl-ci-durations", "kind": "store", "version": 2}', "version 2; this toolkit reads version 1"),
     ('{"format": "sgl-ci-durations", "kind": "store", "version": 1, "fields": ["seconds"], "arches": {}}', "fields"),
-    ('{"format": "sgl-ci-durations", "kind": "store", "version": 1, "fields": ["seconds", "finished", "run", "rocm", "digest"],'
-     ' "arches": {"mi300": {"a.py": {"runs": [[1, "yesterday", "r", "", ""]]}}}}', "'yesterday' is not a time"),
-    ('{"format": "sgl-ci-durations", "kind": "run", "version": 1, "run": {"id": "1", "arch": "mi300", '
-     '"finished": "2026-08-30T00:00:00Z"}, "units": [{"name": "a.py", "outcome": "exploded", "seconds": 1}]}', "outcome"),
+    (('{"format": "sgl-ci-durations", "kind": "store", "version": 1, "fields": ["seconds", "finished", "run", "rocm", "digest"],'
+      ' "arches": {"mi300": {"a.py": {"runs": [[1, "yesterday", "r", "", ""]]}}}}'), "'yesterday' is not a time"),
+    (('{"format": "sgl-ci-durations", "kind": "run", "version": 1, "run": {"id": "1", "arch": "mi300", '
+      '"finished": "2026-08-30T00:00:00Z"}, "units": [{"name": "a.py", "outcome": "exploded", "seconds": 1}]}'), "outcome"),
 ])
 def test_corrupt_input_is_one_clear_error(text, wanted):
     with pytest.raises(DurationsError, match=wanted) as caught:
