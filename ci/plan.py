@@ -269,6 +269,13 @@ def plan_job(config: Config, stage: StageSpec, job: SuiteJob, arch: ArchSpec, fi
     notes: list[str] = []
     units = _units(config, job, arch.name, files, recorded, root, per_file, notes)
     budget = stage.budget_share * job.timeout_for(arch.name) * 60
+    if any(u.selectors for u in units.values()):
+        # Shards only help where there are partitions to balance or a file too long for its timeout:
+        # a job that fits one partition with whole files keeps them whole (one process, one import).
+        whole = _units(config, job, arch.name, files, recorded)
+        one = job.partitions == 1 or (job.partitions == AUTO and smallest_fitting_count(whole, budget, 1) == 1)
+        if one and all(u.seconds <= per_file for u in whole.values()):
+            units, notes = whole, [n for n in notes if "runs whole" not in n]
     label = f"{job.suite} on {arch.name}"
     for unit in units.values():
         limit = unit.timeout_s or per_file

@@ -194,10 +194,6 @@ def discover(source: str, style: str, bases: Sequence[str],
         loose = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.startswith("test")]
         if loose:
             return Discovery((), f"module-level test functions ({loose[0]}, ...) belong to no class")
-    else:
-        ok, why = _main_takes_class_names(tree)
-        if not ok:
-            return Discovery((), why)
     found = []
     for name, node in module.classes.items():
         info = module.class_info(name)
@@ -220,7 +216,12 @@ def discover(source: str, style: str, bases: Sequence[str],
                                      "cannot be counted")
             if info.testcase and info.tests:
                 return Discovery((), f"imports the TestCase {local} from {imported_from}: it runs with the file")
-    return Discovery(tuple(sorted(found, key=lambda c: c.line)))
+    found.sort(key=lambda c: c.line)
+    if style != "pytest" and len(found) >= 2:  # pytest takes node ids; unittest needs its main to pass names on
+        ok, why = _main_takes_class_names(tree)
+        if not ok:
+            return Discovery(tuple(found), why)
+    return Discovery(tuple(found))
 
 
 class ImportResolver:

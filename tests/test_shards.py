@@ -181,7 +181,11 @@ def test_a_real_split_run_two_shards_in_two_processes(tmp_path, monkeypatch):
     (root / "split").mkdir(parents=True)
     (root / "split" / "test_three.py").write_text(THREE)
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"durations": {"splitting": {"split_above_s": 10, "min_shard_s": 1, "max_shards": 2}}}))
+    jobs = yaml.safe_load((CONFIG_DIR / "stages.yaml").read_text())["stage-a"]["suites"]
+    assert jobs[0]["suite"] == "stage-a-test-1-gpu-small-amd"
+    override.write_text(yaml.safe_dump({
+        "durations": {"splitting": {"split_above_s": 10, "min_shard_s": 1, "max_shards": 2}},
+        "stages": {"stage-a": {"suites": [{**jobs[0], "partitions": 2}, *jobs[1:]]}}}))  # one partition keeps files whole
     config = load_config(CONFIG_DIR, env={"SGL_CI_CONFIG_OVERRIDE": str(override)})
     resolution = ArchResolution(config.arch("mi300"), "--arch")
     plan = build_plan(config, "stage-a", resolution, dt.date(2026, 8, 30), load_tree(config, root),
@@ -220,3 +224,15 @@ def test_a_real_split_run_two_shards_in_two_processes(tmp_path, monkeypatch):
     store = merge(EMPTY_STORE, [reread], reread.finished, CONFIG.durations.history)
     assert sorted(estimates(store, "mi300", None, CONFIG.durations.history)) == [
         "split/test_three.py::TestAlpha", "split/test_three.py::TestBeta", "split/test_three.py::TestGamma"]
+
+
+def test_a_job_of_one_partition_keeps_its_long_files_whole(tmp_path):
+    root = tmp_path / "test" / "registered"
+    (root / "split").mkdir(parents=True)
+    (root / "split" / "test_three.py").write_text(THREE)
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"durations": {"splitting": {"split_above_s": 10, "min_shard_s": 1}}}))
+    config = load_config(CONFIG_DIR, env={"SGL_CI_CONFIG_OVERRIDE": str(override)})
+    plan = build_plan(config, "stage-a", ArchResolution(config.arch("mi300"), "--arch"), dt.date(2026, 8, 30),
+                      load_tree(config, root), suite="stage-a-test-1-gpu-small-amd")
+    assert list(plan.jobs[0].units) == ["split/test_three.py"]  # nothing to balance: one process, one import
