@@ -38,9 +38,16 @@ from types import SimpleNamespace
 
 from ci import history
 from ci.config import load_config
-from ci.durations import EMPTY_STORE, Durations, RunRecord, UnitRecord, estimates, merge, record_json, store_json
-from ci.partition import Item, partition
-from ci.plan import load_tree, normalize_durations, plan_job
+from ci.durations import (
+    EMPTY_STORE,
+    Durations,
+    RunRecord,
+    UnitRecord,
+    estimates,
+    merge,
+    record_json,
+)
+from ci.plan import load_tree, plan_job
 from ci.shards import discover_file
 from ci.suites import select
 
@@ -174,8 +181,8 @@ def stage_c_history(config, scan, auto_partition, seed: int) -> list[str]:
     their_real = [sum(real(f.filename, ()) for f in auto_partition(list(names.values()), rank, n)) for rank in range(n)]
     shards = [u.name for u in ours.units.values() if u.selectors]
     return [
-        f"stage-c-test-large-8-gpu-amd, mi300, {n} partitions, history of {len(records)} runs (seed {seed}): "
-        f"{len(shards)} shard(s) of {len({s.split('::')[0] for s in shards})} file(s)",
+        (f"stage-c-test-large-8-gpu-amd, mi300, {n} partitions, history of {len(records)} runs (seed {seed}): "
+        f"{len(shards)} shard(s) of {len({s.split('::')[0] for s in shards})} file(s)"),
         "",
         "| | ours (split by class, p90 per class) | SGLang LPT (p90 per file) |",
         "|---|---|---|",
@@ -234,10 +241,10 @@ def timings(config, scan, tree_tuple, seed: int) -> list[str]:
     return [
         "| measure | ours | baseline | ratio |",
         "|---|---|---|---|",
-        f"| durations update: 200 records ({units} unit runs) into a new store ({len(store_text) // 1024} KiB) | "
-        f"{ours:.3f} s | json.load of the records {base:.3f} s | {ours / base:.1f} |",
-        f"| route partition computation, every per-commit job (mi300 + mi355), on that store | {with_store:.3f} s | "
-        f"on est_time alone {without:.3f} s | {with_store / without:.2f} |",
+        (f"| durations update: 200 records ({units} unit runs) into a new store ({len(store_text) // 1024} KiB) | "
+        f"{ours:.3f} s | json.load of the records {base:.3f} s | {ours / base:.1f} |"),
+        (f"| route partition computation, every per-commit job (mi300 + mi355), on that store | {with_store:.3f} s | "
+        f"on est_time alone {without:.3f} s | {with_store / without:.2f} |"),
     ]
 
 
