@@ -95,7 +95,7 @@ def test_the_plan_shows_count_makespan_bound_budget_and_a_chart(tmp_path, monkey
     markdown = "\n".join(render_plan_markdown(stage))
     assert "```text" in markdown and markdown.count("```mermaid\ngantt") == 1
     assert "title extra-a-test-1-gpu-small-amd on mi300  3 partition(s), makespan 1600 s, bound 1500 s, budget 2160 s" in markdown
-    assert "budget 2160 s :milestone, budget, 2160, 2160" in markdown
+    assert "budget 2160 s :done, budget, 0, 2160s" in markdown
 
 
 def test_partition_chart_lays_units_end_to_end_and_marks_the_budget():
@@ -103,9 +103,10 @@ def test_partition_chart_lays_units_end_to_end_and_marks_the_budget():
     lines = chart.splitlines()
     assert lines[:5] == ["```mermaid", "gantt", "    title t", "    dateFormat X", "    axisFormat %s"] and lines[-1] == "```"
     assert "    section P1 350 s" in lines and "    section P2 400 s (this run)" in lines
-    assert "    a.py (100 s) :p1u0, 0, 100" in lines
-    assert "    big.py [TestA+TestB] (250 s) :crit, p1u1, 100, 350" in lines  # past the budget
-    assert "    c.py (400 s) :crit, p2u0, 0, 400" in lines
+    assert "    a.py (100 s) :p1u0, 0, 100s" in lines
+    assert "    big.py [TestA+TestB] (250 s) :crit, p1u1, after p1u0, 250s" in lines  # ends past the budget
+    assert "    c.py (400 s) :crit, p2u0, 0, 400s" in lines
+    assert lines[-3:-1] == ["    section budget", "    budget 300 s :done, budget, 0, 300s"]
     tasks = [line for line in lines if re.match(r"    \S.* :", line)]
     assert all(line.count(":") == 1 for line in tasks)  # a name never carries Mermaid's separator
     assert label("x::A+B;#y:z") == "x [A+B  y z]"
@@ -113,5 +114,5 @@ def test_partition_chart_lays_units_end_to_end_and_marks_the_budget():
 
 def test_measured_chart_has_two_bars_per_file():
     chart = measured_chart("m", [("a.py", 100, 300), ("b.py", 50, 55)], {"a.py"})
-    assert "    section a.py" in chart and "    est_time 100 s :e0, 0, 100" in chart
-    assert "    measured 300 s :crit, m0, 0, 300" in chart and "    measured 55 s :m1, 0, 55" in chart
+    assert "    section 1" in chart and "    a.py est_time 100 s :e0, 0, 100s" in chart
+    assert "    a.py measured 300 s :crit, m0, 0, 300s" in chart and "    b.py measured 55 s :m1, 0, 55s" in chart

@@ -221,6 +221,6 @@ def test_invoke_durations_update_and_report(tmp_path):
     md = run_door("invoke", "durations", "report", "--store", str(store), "--markdown",
                   env=base_env(GITHUB_WORKSPACE=str(tmp_path), GITHUB_STEP_SUMMARY=str(summary)))
     assert md.code == 0 and "```mermaid\ngantt" in summary.read_text()
-    assert "measured 1303 s :crit, m0, 0, 1303" in md.out and "est_time 100 s :e1, 0, 100" in md.out
+    assert "slow.py measured 1303 s :crit, m0, 0, 1303s" in md.out and "fine.py est_time 100 s :e1, 0, 100s" in md.out
     bad = run_door("invoke", "durations", "sideways", env=env)
     assert bad.code == 2 and bad.err.count("\n") == 1 and "allowed: update, report" in bad.err
