@@ -224,3 +224,18 @@ def test_invoke_durations_update_and_report(tmp_path):
     assert "slow.py measured 1303 s :crit, m0, 0, 1303s" in md.out and "fine.py est_time 100 s :e1, 0, 100s" in md.out
     bad = run_door("invoke", "durations", "sideways", env=env)
     assert bad.code == 2 and bad.err.count("\n") == 1 and "allowed: update, report" in bad.err
+
+
+def test_a_stage_reports_drift_of_its_own_files_from_the_store_plus_this_run():
+    from ci.history import drift_markdown, stage_drift, warning_lines
+
+    store = store_of(slow_py=(100.0, [300.0, 310.0]), other_py=(100.0, [900.0, 900.0, 900.0]))
+    now = T0 + dt.timedelta(hours=1)
+    this_run = RunRecord("9-1", "stage-x-1of2", "mi300", "rocm700", "i", "d", now,
+                         (UnitRecord("slow.py", "suite-a", 100.0, "passed", 320.0),))
+    found = stage_drift(CONFIG, Durations(store=store), this_run)
+    assert [(d.name, d.measured, d.runs) for d in found] == [("slow.py", 320.0, 3)]  # other.py is not this run's
+    assert warning_lines(found, True) == [f"::warning title=duration drift::{found[0].line()}"]
+    assert warning_lines(found, False)[0].startswith("warning: duration drift: slow.py on mi300")
+    assert "| `slow.py` | mi300 | 100 s | 320 s | 3.20x | 3 | 320 |" in drift_markdown(found)
+    assert stage_drift(CONFIG, Durations(), this_run) == []  # one run alone is not judged
