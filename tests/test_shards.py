@@ -236,3 +236,29 @@ def test_a_job_of_one_partition_keeps_its_long_files_whole(tmp_path):
     plan = build_plan(config, "stage-a", ArchResolution(config.arch("mi300"), "--arch"), dt.date(2026, 8, 30),
                       load_tree(config, root), suite="stage-a-test-1-gpu-small-amd")
     assert list(plan.jobs[0].units) == ["split/test_three.py"]  # nothing to balance: one process, one import
+
+
+def test_the_stage_writes_its_record_and_draws_its_partitions(tmp_path, monkeypatch):
+    """run_stage past the container (nothing to run here): the record, and the chart in the summary."""
+    import ci.stage
+    from ci.stage import StageOptions, run_stage
+
+    root = tmp_path / "test" / "registered"
+    (root / "split").mkdir(parents=True)
+    (root / "split" / "test_three.py").write_text(THREE)
+    config = load_config(CONFIG_DIR, env={})
+    plan = build_plan(config, "stage-a", ArchResolution(config.arch("mi300"), "--arch"), dt.date(2026, 8, 30),
+                      load_tree(config, root), suite="stage-a-test-1-gpu-small-amd", partition_arg=(1, 1))
+    monkeypatch.setattr(ci.stage, "planned_files", lambda *a: ())
+    summary = tmp_path / "summary.md"
+    reports = tmp_path / "ci-reports" / "x"
+    with open(tmp_path / "out.txt", "w") as out:
+        code = run_stage(config, plan, StageOptions(tmp_path, reports, 0, False), {"GITHUB_STEP_SUMMARY": str(summary)},
+                         dt.date(2026, 8, 30), out)
+    assert code == 1  # nothing ran: never a pass
+    record = json.loads((reports / "durations.json").read_text())
+    assert (record["format"], record["kind"], record["version"], record["run"]["arch"]) == ("sgl-ci-durations", "run", 1, "mi300")
+    assert record["run"]["rocm"] == config.images.rocm and record["units"] == []
+    text = summary.read_text()
+    assert "### Partitions: stage-a-test-1-gpu-small-amd" in text and "```mermaid\ngantt" in text
+    assert "(this run)" in text
