@@ -215,11 +215,9 @@ def _shards(config: Config, path: str, style: str, seconds: float, recorded: Map
                          policy.shard_overhead_s)
     if not shards:
         return ()
-    total = sum(s.seconds for s in shards)
-    timeout = per_file_s or 0.0
     return tuple(Unit(s.name, s.seconds, 0.0, style, recorded=s.measured, selectors=s.classes, weights=s.weights,
-                      timeout_s=shard_timeout(timeout, s.seconds / total, policy.timeout_factor, policy.timeout_slack_s)
-                      if timeout else 0.0)
+                      timeout_s=shard_timeout(per_file_s, s.seconds, policy.timeout_factor, policy.timeout_slack_s)
+                      if per_file_s else 0.0)
                  for s in shards)
 
 
@@ -279,13 +277,10 @@ def plan_job(config: Config, stage: StageSpec, job: SuiteJob, arch: ArchSpec, fi
     label = f"{job.suite} on {arch.name}"
     for unit in units.values():
         limit = unit.timeout_s or per_file
-        if unit.seconds > limit:
-            said = (f"{unit.name} is estimated at {unit.seconds:g} s, over the {'shard' if unit.selectors else 'per-file'} "
-                    f"timeout of {limit:g} s")
-            if unit.recorded:  # measured: the timeout will say so when it runs; config is not wrong
-                notes.append(f"{said} (measured)")
-            else:
-                problems.append(f"{label}: {said} (raise per_file_timeout_s or fix the estimate)")
+        if unit.seconds > limit:  # measured or not: a passing run never outlives the timeout then in force
+            problems.append(f"{label}: {unit.name} is estimated at {unit.seconds:g} s, over the "
+                            f"{'shard' if unit.selectors else 'per-file'} timeout of {limit:g} s "
+                            f"(raise per_file_timeout_s or fix the estimate)")
     pinned = [u for u in units.values() if u.only_partition is not None]
     auto = job.partitions == AUTO
     cap, cap_why = partition_cap(stage, job, arch)
@@ -298,7 +293,8 @@ def plan_job(config: Config, stage: StageSpec, job: SuiteJob, arch: ArchSpec, fi
                          f"planned {cap} partition(s)")
             count = cap
         elif count is None:
-            problems.append(f"{label}: no partition count up to {cap} ({cap_why}) fits the budget "
+            upto = f"max_partitions {cap}" if cap == stage.max_partitions else f"{cap} ({cap_why})"
+            problems.append(f"{label}: no partition count up to {upto} fits the budget "
                             f"of {budget:.0f} s ({stage.budget_share:g} of {job.timeout_for(arch.name):g} min)")
             count = 0
     else:

@@ -319,8 +319,7 @@ def plan_shards(file: str, classes: Sequence[CaseClass], file_seconds: float, me
     return tuple(sorted(shards, key=lambda s: order[s.classes[0]]))
 
 
-def shard_timeout(per_file_s: float, share: float, factor: float, slack_s: float) -> float:
-    """A shard's timeout: its share of the per-file timeout, times the factor or plus the slack,
-    whichever is larger, and never over the per-file timeout."""
-    own = per_file_s * share
-    return min(per_file_s, max(own * factor, own + slack_s))
+def shard_timeout(per_file_s: float, estimate_s: float, factor: float, slack_s: float) -> float:
+    """A shard's timeout from its own estimate, as SGLang derives per-file timeouts (the estimate
+    times the factor or plus the slack, whichever is larger), never over the job's per-file timeout."""
+    return min(per_file_s, max(estimate_s * factor, estimate_s + slack_s))

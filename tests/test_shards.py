@@ -128,10 +128,10 @@ def test_shards_group_whole_classes_by_estimate_and_prefer_measurements():
     assert len(plan_shards("f.py", classes, 10_000.0, {}, 300, 3, 20)) == 3  # max_shards
 
 
-def test_a_shards_timeout_is_its_share_with_headroom_never_over_the_files():
-    assert shard_timeout(5400, 1 / 9, 1.5, 600) == 1200  # 600 s share + 600 s slack beats 1.5 x 600
-    assert shard_timeout(5400, 0.5, 1.5, 600) == 4050  # 1.5 x 2700
-    assert shard_timeout(5400, 0.9, 1.5, 600) == 5400  # capped
+def test_a_shards_timeout_comes_from_its_own_estimate_never_over_the_files():
+    assert shard_timeout(5400, 600, 1.5, 600) == 1200  # 600 s + 600 s slack beats 1.5 x 600
+    assert shard_timeout(5400, 2700, 1.5, 600) == 4050  # 1.5 x 2700
+    assert shard_timeout(5400, 4000, 1.5, 600) == 5400  # capped at the per-file timeout
 
 
 THREE = '''"""Three test classes; each test says which class and process ran it."""
