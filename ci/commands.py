@@ -147,7 +147,8 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
     stages = [config.stage(stage).name] if stage else list(config.stages)
     resolution = _resolve(config, arch, event)
     tree = _tree(config)
-    given = read_durations(_in_workspace(durations), config.durations.history) if durations else NO_DURATIONS  # named: usable
+    given = (read_durations(_in_workspace(durations), config.durations.history, durations)  # named: must be usable
+             if durations else NO_DURATIONS)
     recorded = given.for_arch(resolution.arch.name, config.durations.history)
     for name in stages:
         if not config.stages[name].jobs_for(resolution.arch.name):
@@ -204,13 +205,14 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         return 0
     workspace = _workspace()
     durations = _in_workspace(args.durations)
+    shown = args.durations
     image = args.image or _env().get("AMD_CI_IMAGE") or None  # the old scripts' override, kept
     tree = _tree(config, args.test_root)
     if not spec.jobs_for(resolution.arch.name) and args.dry_run:
         print(f"stage {spec.name}: no job runs on {resolution.arch.name} (its jobs run on "
               f"{', '.join(sorted({a for j in spec.suites for a in j.arches}))}): nothing to plan")
         return 0
-    given = read_durations(durations, config.durations.history) if durations else NO_DURATIONS  # named: must be usable
+    given = read_durations(durations, config.durations.history, shown) if durations else NO_DURATIONS  # named: must be usable
     plan = build_plan(config, stage, resolution, _today(), tree, image=image, rocm=args.rocm, suite=args.suite,
                       partition_arg=partition_arg, recorded=given.for_arch(resolution.arch.name, config.durations.history))
     if args.dry_run:

@@ -395,17 +395,18 @@ def parse_durations(text: str, source: str, max_bytes: int) -> Durations:
 _ALL_OF_ONE_RUN = HistoryPolicy(keep_runs=1, window_days=1e6, quantile=1.0, max_store_bytes=1)
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_text(path: Path, what: str, shown: str | None = None) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise DurationsError(f"{what} {path}: cannot read it ({why})") from None
+        raise DurationsError(f"{what} {shown or path}: cannot read it ({why})") from None
 
 
-def read_durations(path: Path, policy: HistoryPolicy) -> Durations:
-    """Strict: a file that is missing or cannot be used is a DurationsError."""
-    return parse_durations(_read_text(path, "--durations"), f"--durations {path}", policy.max_store_bytes)
+def read_durations(path: Path, policy: HistoryPolicy, shown: str | None = None) -> Durations:
+    """Strict: a file that is missing or cannot be used is a DurationsError (named as `shown`,
+    what the person typed, when given)."""
+    return parse_durations(_read_text(path, "--durations", shown), f"--durations {shown or path}", policy.max_store_bytes)
 
 
 def read_durations_or_warn(path: Path | None, policy: HistoryPolicy) -> tuple[Durations, str | None]:
