@@ -8,7 +8,7 @@ from ci import cli, commands
 @task(help={"event": "pull_request | schedule | workflow_dispatch | workflow_call",
             "runner_arch": "the workflow's runner_arch input (dispatch/call only)",
             "cadence": "per-commit (default) or nightly stages",
-            "durations": "recorded durations file for partitions: auto",
+            "durations": "durations store for partitions (missing or corrupt: est_time, with a warning)",
             "target": "comma-separated stages or suites to run (dispatch); others are skipped",
             "labels": "comma-separated pull request labels (stage labels, the fast-fail bypass)",
             "changes_since": "git revision to diff HEAD against for change detection (pull requests)",
@@ -29,10 +29,22 @@ def finish(c):
 
 
 @task(help={"event": "route as this GitHub event", "arch": "runner arch (default: detected)",
-            "stage": "one stage (default: all)", "image": "image override", "rocm": "ROCm version"})
-def plan(c, event=None, arch=None, stage=None, image=None, rocm=None):
+            "stage": "one stage (default: all)", "image": "image override", "rocm": "ROCm version",
+            "durations": "durations store (or run record) to plan on", "markdown": "Markdown with partition charts"})
+def plan(c, event=None, arch=None, stage=None, image=None, rocm=None, durations=None, markdown=False):
     """Print what a run would do: arch and how it was found, labels, images, timeouts. No Docker."""
-    cli.run(commands.plan_command, event=event, arch=arch, stage=stage, image=image, rocm=rocm)
+    cli.run(commands.plan_command, event=event, arch=arch, stage=stage, image=image, rocm=rocm, durations=durations,
+            markdown=markdown)
+
+
+@task(positional=["action"], iterable=["from_"],
+      help={"action": "update | report", "from_": "a folder of run records (durations.json); repeat for more",
+            "store": "the store file (default: config durations.store_path)", "arch": "report: one arch",
+            "suite": "report: one suite", "markdown": "report: Markdown with a chart (and to the step summary)"})
+def durations(c, action, from_=None, store=None, arch=None, suite=None, markdown=False):
+    """The durations history: `update --from DIR...` merges run records; `report` shows drift."""
+    cli.run(commands.durations_command, action, sources=from_ or (), store=store, arch=arch, suite=suite,
+            markdown=markdown)
 
 
 @task(name="pull-image", help={"arch": "runner arch (default: detected)", "rocm": "ROCm version of the nightly",

@@ -50,7 +50,7 @@ def stage_arguments(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--image", help="image name; skips nightly resolution")
     parser.add_argument("--rocm", help="ROCm version of the nightly image")
     parser.add_argument("--test-root", help="where the registered test files live")
-    parser.add_argument("--durations", help="recorded durations file from earlier runs")
+    parser.add_argument("--durations", help="durations store (or a run record) to plan on")
     parser.add_argument("--report-dir", help="where JUnit, durations and summary go")
     parser.add_argument("--retries", type=int, help="retries for retryable failures")
     parser.add_argument("--continue-on-error", action="store_true", help="keep going after a failed file")

@@ -11,18 +11,34 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ci import build, container, github, gpu, install, pull, registry, workflows
+from ci import build, container, github, gpu, history, install, pull, registry, workflows
 from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
 from ci.config import Config, load_config
+from ci.durations import (
+    NO_DURATIONS,
+    Durations,
+    DurationsError,
+    read_durations,
+    read_durations_or_warn,
+    read_store,
+)
 from ci.errors import ExitCode, InfraFailure, ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
-from ci.partition import parse_partition, read_durations
-from ci.plan import BudgetProblems, build_plan, load_tree, normalize_durations, plan_job, render_plan
+from ci.partition import parse_partition
+from ci.plan import (
+    BudgetProblems,
+    build_plan,
+    load_tree,
+    normalize_durations,
+    plan_job,
+    render_plan,
+    render_plan_markdown,
+)
 from ci.routing import arches_for_event, render_route, route, route_outputs
-from ci.suites import TreeCheck, TreeScan, select
 from ci.stage import StageOptions, partition_label, run_stage
+from ci.suites import TreeCheck, TreeScan, select
 
 
 def _env() -> Mapping[str, str]:
@@ -38,24 +54,35 @@ def _resolve(config: Config, arch: str | None) -> ArchResolution:
     return resolve_arch(config, flag=arch, env=_env())
 
 
+def _in_workspace(path: str | None) -> Path | None:
+    """A path a person or a workflow gave: relative ones are under the workspace (nox runs in the
+    toolkit's folder, the workflows name files of the SGLang checkout)."""
+    return None if not path else _workspace() / path
+
+
 def _tree(config: Config, test_root: str | None = None) -> tuple[TreeScan, TreeCheck]:
     """The workspace's test tree, scanned and checked once for the whole command."""
     return load_tree(config, _workspace() / (test_root or config.suites.test_root))
 
 
-def _partition_counts(config: Config, arches, stages, tree, recorded: Mapping[str, float]) -> dict[tuple[str, str], int]:
-    """Partition counts of jobs whose config says auto, sized on the tree (budget problems fail here)."""
+def _partition_counts(config: Config, arches, stages, tree, durations: Durations,
+                      notes: list[str] | None = None) -> dict[tuple[str, str], int]:
+    """Partition counts of every job on its arch, sized on the tree and the durations (measured
+    estimates per arch, long files split by class); budget problems fail here."""
     scan, _ = tree
     problems: list[str] = []
     counts = {}
-    recorded = normalize_durations(recorded, config)
+    per_arch = {a.name: normalize_durations(durations.for_arch(a.name, config.durations.history), config) for a in arches}
     for stage in stages:
         for job in stage.suites:
             arch = next((a for a in arches if a.name in job.arches), None)
             if arch is None:
                 continue
             run, disabled = select(scan.files, job.suite, stage.nightly)
-            counts[(job.suite, arch.name)] = plan_job(config, stage, job, arch, run, disabled, recorded, problems).total
+            plan = plan_job(config, stage, job, arch, run, disabled, per_arch[arch.name], problems, scan.root)
+            counts[(job.suite, arch.name)] = plan.total
+            if notes is not None:
+                notes += [f"{job.suite} on {arch.name}: {n}" for n in plan.notes]
     if problems:
         raise BudgetProblems(problems)
     return counts
@@ -72,7 +99,14 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
     arches, _ = arches_for_event(config, event, runner_arch or None)
     stages = [s for s in config.stages.values() if s.cadence == cadence]
     tree = _tree(config)
-    counts = _partition_counts(config, arches, stages, tree, read_durations(Path(durations) if durations else None))
+    # The store is a cache carried between runs: missing or corrupt means est_time, with a warning.
+    used, warning = read_durations_or_warn(_in_workspace(durations), config.durations.history)
+    if warning:
+        print(f"::warning title=durations::{warning}" if github.in_actions(_env()) else f"warning: {warning}")
+    elif durations:
+        print(f"durations: {durations} ({'a store' if used.store else 'a flat file'}; estimates per arch)")
+    notes: list[str] = []
+    counts = _partition_counts(config, arches, stages, tree, used, notes)
     changed = None
     if changes_since and event == "pull_request" and not run_all:
         files = changed_files(_workspace(), changes_since, config.workflows.git_timeout_s)
@@ -85,8 +119,11 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
         print(f"warning: {warning}")
     for line in render_route(result):
         print(line)
-    if github.write_outputs(route_outputs(result), _env()):
-        print("wrote arches, jobs, continue_on_error and bypass_fastfail to $GITHUB_OUTPUT")
+    for note in notes:
+        print(f"note: {note}")
+    # `durations`: whether the stage jobs must plan on the same store (the workflow hands it on)
+    if github.write_outputs({**route_outputs(result), "durations": "true" if used else "false"}, _env()):
+        print("wrote arches, jobs, continue_on_error, bypass_fastfail and durations to $GITHUB_OUTPUT")
     return 0
 
 
@@ -99,9 +136,11 @@ def finish_command() -> int:
 
 
 def plan_command(event: str | None = None, arch: str | None = None, stage: str | None = None,
-                 image: str | None = None, rocm: str | None = None) -> int:
+                 image: str | None = None, rocm: str | None = None, durations: str | None = None,
+                 markdown: bool = False) -> int:
     """`invoke plan`: what each stage would do, with no Docker and no GPU; the tree is scanned once.
-    With --event: the per-commit stages on every pool the event routes to (--arch: that pool)."""
+    With --event: the per-commit stages on every pool the event routes to (--arch: that pool).
+    --markdown: for a Markdown page, each job's partitions as a chart."""
     config = load_config()
     chosen = config.stage(stage) if stage else None  # a bad name fails before anything else is asked
     if event and not arch:
@@ -113,15 +152,49 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
         default = list(config.stages.values())
     stages = [chosen] if chosen else default
     tree = _tree(config)
+    given = (read_durations(_in_workspace(durations), config.durations.history, durations)  # named: must be usable
+             if durations else NO_DURATIONS)
     for resolution in resolutions:
+        recorded = given.for_arch(resolution.arch.name, config.durations.history)
         for spec in stages:
             if not spec.jobs_for(resolution.arch.name):
                 print(f"stage {spec.name}: no job on {resolution.arch.name}")
                 continue
-            plan = build_plan(config, spec.name, resolution, _today(), tree, image=image, rocm=rocm)
-            for line in render_plan(plan):
+            plan = build_plan(config, spec.name, resolution, _today(), tree, image=image, rocm=rocm, recorded=recorded)
+            for line in (render_plan_markdown(plan) if markdown else render_plan(plan)):
                 print(line)
     return 0
+
+
+def durations_command(action: str, sources: Sequence[str] = (), store: str | None = None, arch: str | None = None,
+                      suite: str | None = None, markdown: bool = False) -> int:
+    """`invoke durations update --from DIR... [--store FILE]`: merge run records into the store;
+    `invoke durations report [--store FILE] [--arch A] [--suite S] [--markdown]`: drift per suite and arch."""
+    config = load_config()
+    store_path = _in_workspace(store or config.durations.store_path)
+    if action == "update":
+        if not sources:
+            raise UserError("durations update needs --from DIR (folders holding run records, durations.json)")
+        return history.update(config, [_in_workspace(s) for s in sources], store_path, dt.datetime.now(dt.timezone.utc), sys.stdout)
+    if action == "report":
+        if sources:
+            raise UserError("durations report reads the store (--store), not --from")
+        if not store_path.exists():
+            print(f"no store at {store_path}: nothing measured yet")
+            return 0
+        try:
+            loaded = read_store(store_path, config.durations.history)
+        except DurationsError as exc:
+            raise UserError(str(exc)) from None
+        if arch is not None:
+            config.arch(arch)
+        lines = (history.report_markdown if markdown else history.report_lines)(config, loaded, arch, suite)
+        text = "\n".join(lines) + "\n"
+        print(text, end="")
+        if markdown:
+            github.append_summary(text, _env())
+        return 0
+    raise UserError(f"durations {action!r}: allowed: update, report")
 
 
 def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Callable[[str], None]) -> int:
@@ -137,15 +210,17 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
         return 0
     workspace = _workspace()
-    durations = Path(args.durations) if args.durations else None
+    durations = _in_workspace(args.durations)
+    shown = args.durations
     image = args.image or _env().get("AMD_CI_IMAGE") or None  # the old scripts' override, kept
     tree = _tree(config, args.test_root)
     if not spec.jobs_for(resolution.arch.name) and args.dry_run:
         print(f"stage {spec.name}: no job runs on {resolution.arch.name} (its jobs run on "
               f"{', '.join(sorted({a for j in spec.suites for a in j.arches}))}): nothing to plan")
         return 0
+    given = read_durations(durations, config.durations.history, shown) if durations else NO_DURATIONS  # named: must be usable
     plan = build_plan(config, stage, resolution, _today(), tree, image=image, rocm=args.rocm, suite=args.suite,
-                      partition_arg=partition_arg, recorded=read_durations(durations))
+                      partition_arg=partition_arg, recorded=given.for_arch(resolution.arch.name, config.durations.history))
     if args.dry_run:
         for line in render_plan(plan):
             print(line)
@@ -156,6 +231,7 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         retries=spec.retries if args.retries is None else args.retries,
         continue_on_error=args.continue_on_error,
         durations=durations,
+        history=given,
     )
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -32,6 +32,9 @@ REGISTRY_ADDRESS = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[
 class RunnerPool:
     label: str  # a format string with {gpus}
     gpu_counts: Annotated[tuple[PositiveInt, ...], NON_EMPTY]
+    # runners behind each label (by its GPU count): partitions: auto never plans more partitions
+    # than the label has runners; a label not listed has no cap but the stage's max_partitions
+    runners: Mapping[int, PositiveInt] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ class ContainerConfig:
 @dataclass(frozen=True)
 class ListedFile:
     path: str
-    est_time: PositiveFloat
+    est_time: PositiveFloat | None = None  # none: measured time, else the suite's mean estimate
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,64 @@ class WorkflowsConfig:
     pr_test_rocm: str  # the PR workflow's image flavour unless a dispatch picks another
     nightly_test_rocm: str
     nightly_test_schedule: str  # the nightly test workflow's cron
+
+
+# --- durations.yaml --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HistoryPolicy:
+    keep_runs: PositiveInt
+    window_days: PositiveFloat
+    quantile: Annotated[float, Check(lambda v: 0 < v <= 1, "in (0, 1]")]
+    max_store_bytes: PositiveInt
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    factor: Annotated[float, Check(lambda v: v > 1, "> 1")]
+    min_runs: PositiveInt
+    suggest_round_s: PositiveFloat
+    chart_rows: PositiveInt
+
+
+@dataclass(frozen=True)
+class Unsplittable:
+    path: str  # under the test root
+    reason: str
+
+
+@dataclass(frozen=True)
+class SplittingPolicy:
+    split_above_s: PositiveFloat
+    min_shard_s: PositiveFloat
+    max_shards: Annotated[int, Check(lambda v: v >= 2, ">= 2")]
+    shard_overhead_s: NonNegativeFloat
+    timeout_factor: Annotated[float, Check(lambda v: v >= 1, ">= 1")]
+    timeout_slack_s: NonNegativeFloat
+    testcase_bases: Annotated[tuple[str, ...], NON_EMPTY]
+    import_roots: tuple[str, ...] = ()
+    unsplittable: tuple[Unsplittable, ...] = ()
+
+    def unsplittable_reason(self, path: str) -> str | None:
+        return next((u.reason for u in self.unsplittable if u.path == path), None)
+
+
+@dataclass(frozen=True)
+class StoreTransport:
+    """How the store travels: actions/cache between workflow runs, artifacts within one."""
+
+    cache_key: str  # saved as <cache_key>-<run id>-<attempt>, restored by the prefix <cache_key>- (newest)
+    store_artifact: str  # the store the route job planned on, handed to the stage jobs
+    records_artifact: str  # each stage job's record: <records_artifact>-<suite>-<partition>
+    retention_days: PositiveInt
+
+
+@dataclass(frozen=True)
+class DurationsConfig:
+    store_path: str  # relative to the workspace
+    transport: StoreTransport
+    history: HistoryPolicy
+    drift: DriftPolicy
+    splitting: SplittingPolicy
 
 
 # --- thresholds.yaml -------------------------------------------------------------------------
@@ -482,6 +543,7 @@ class Config:
     stages: Mapping[str, StageSpec]
     suites: SuitesConfig
     kernels: KernelsConfig
+    durations: DurationsConfig
     container: ContainerConfig | None = None
     workflows: WorkflowsConfig | None = None
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
@@ -522,6 +584,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "known_issues": ("known_issues.yaml", tuple[KnownIssue, ...]),
     "kernels": ("kernels.yaml", KernelsConfig),
     "install": ("install.yaml", InstallConfig),
+    "durations": ("durations.yaml", DurationsConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -548,6 +611,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         pull=built["pull"],
         stages=MappingProxyType({n: dataclasses.replace(s, name=n) for n, s in built["stages"].items()}),
         kernels=built["kernels"],
+        durations=built["durations"],
         container=built["container"],
         suites=built["suites"],
         workflows=built["workflows"],
@@ -618,6 +682,10 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     for name, arch in config.arches.items():
         if "{gpus}" not in arch.pool.label:
             raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
+        for gpus in arch.pool.runners:
+            if gpus not in arch.pool.gpu_counts:
+                raise docs["arches"].fail(("arches", name, "pool", "runners", gpus),
+                                          f"no pool of {gpus} GPU(s) (gpu_counts: {list(arch.pool.gpu_counts)})")
     _check_thresholds(config, docs["thresholds"], allowed)
     _check_install(config.install, docs["install"])
     for arch in config.suites.est_time_overrides:

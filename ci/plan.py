@@ -15,6 +15,7 @@ from types import MappingProxyType
 from ci.arch import ArchResolution
 from ci.config import AUTO, EMPTY, ArchSpec, Config, StageSpec, SuiteJob
 from ci.errors import UserError
+from ci.gantt import partitions_chart
 from ci.images import (
     ImageName,
     candidate_images,
@@ -24,8 +25,17 @@ from ci.images import (
     tag_shape,
 )
 from ci.partition import Item, Partitioning, partition
-from ci.routing import JobRoute, job_route
-from ci.suites import RegisteredFile, TreeCheck, TreeProblems, TreeScan, check_tree, scan_tree, select
+from ci.routing import JobRoute, job_route, runner_label
+from ci.shards import discover_file, plan_shards, shard_timeout
+from ci.suites import (
+    RegisteredFile,
+    TreeCheck,
+    TreeProblems,
+    TreeScan,
+    check_tree,
+    scan_tree,
+    select,
+)
 
 
 class BudgetProblems(UserError):
@@ -51,6 +61,15 @@ class Unit:
     every_partition: bool = False
     only_partition: int | None = None
     recorded: bool = False
+    # A shard of a long file (name `file::A+B`): the classes it runs, each one's estimate, its own timeout.
+    selectors: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    timeout_s: float = 0.0  # 0: the job's per-file timeout
+
+    @property
+    def file(self) -> str:
+        """The file it runs (a shard's file; the name itself otherwise)."""
+        return self.name.split("::", 1)[0] if self.selectors else self.name
 
 
 def _filled(unit: Unit, number: int, total: int) -> Unit:
@@ -72,6 +91,9 @@ class JobPlan:
     budget_s: float
     auto: bool
     selected: int | None = None  # 1-based partition to run; None: all
+    cap: int = 0  # auto: the most partitions it may have (max_partitions, the label's runners)
+    cap_why: str = ""
+    notes: tuple[str, ...] = ()  # warnings of this job's plan (long files left whole, and why)
 
     @property
     def total(self) -> int:
@@ -123,24 +145,80 @@ class StagePlan:
 
 # --- units and estimates ------------------------------------------------------------------------
 def _units(config: Config, job: SuiteJob, arch: str, files: Sequence[RegisteredFile],
-           recorded: Mapping[str, float]) -> dict[str, Unit]:
+           recorded: Mapping[str, float], root: Path | None = None, per_file_s: float = 0.0,
+           notes: list[str] | None = None) -> dict[str, Unit]:
+    """Every unit of the job with its estimate: measured (the store's quantile) when known, else the
+    per-arch override or est_time, else the suite's mean. Files over the split threshold that hold
+    several TestCase classes become shards of whole classes (when `root` is given)."""
     overrides = config.suites.est_time_overrides.get(arch, EMPTY)
     units: dict[str, Unit] = {}
 
-    def estimate(name: str, est: float) -> tuple[float, bool]:
-        return (recorded[name], True) if name in recorded else (float(overrides.get(name, est)), False)
+    def estimate(name: str, est: float | None) -> tuple[float | None, bool]:
+        if name in recorded:
+            return recorded[name], True
+        return (float(overrides[name]), False) if name in overrides else (est, False)
 
     for f in files:
         seconds, was_recorded = estimate(f.path, f.est_time)
-        units[f.path] = Unit(f.path, seconds, f.est_time, f.style, recorded=was_recorded)
+        shards = _shards(config, f.path, f.style, float(seconds), recorded, root, per_file_s, notes)
+        if shards:
+            total = sum(u.seconds for u in shards)  # each shard's share of the file's est_time, for reports
+            units.update((u.name, dataclasses.replace(u, est_time=f.est_time * u.seconds / total))
+                         for u in shards)
+        else:
+            units[f.path] = Unit(f.path, float(seconds), f.est_time, f.style, recorded=was_recorded)
+    unknown = []
     for listed in config.suites.files.get(job.suite, ()):
         seconds, was_recorded = estimate(listed.path, listed.est_time)
-        units[listed.path] = Unit(listed.path, seconds, listed.est_time, "unittest", recorded=was_recorded)
+        if seconds is None:
+            unknown.append(listed.path)
+            continue
+        units[listed.path] = Unit(listed.path, seconds, listed.est_time or seconds, "unittest", recorded=was_recorded)
     for command in config.suites.commands.get(job.suite, ()):
         seconds, was_recorded = estimate(command.name, command.est_time)
         units[command.name] = Unit(command.name, seconds, command.est_time, "command", command.argv, command.cwd,
                                    command.env, command.every_partition, command.only_partition, was_recorded)
+    if unknown:  # no measurement and no est_time: the suite's mean, so it is placed, not ignored
+        mean = sum(u.seconds for u in units.values()) / len(units) if units else 0.0
+        for path in unknown:
+            units[path] = Unit(path, mean, mean, "unittest")
+            if notes is not None:
+                notes.append(f"{path}: no est_time and no measurement; estimated at the suite's mean, {mean:.0f} s")
     return units
+
+
+def _shards(config: Config, path: str, style: str, seconds: float, recorded: Mapping[str, float], root: Path | None,
+            per_file_s: float, notes: list[str] | None) -> tuple[Unit, ...]:
+    """A long file's shards, or () when it runs whole (said in `notes` when it is long)."""
+    policy = config.durations.splitting
+    if root is None:
+        return ()
+    measured = {k: v for k, v in recorded.items() if k.startswith(f"{path}::")}
+    if seconds <= policy.split_above_s and sum(measured.values()) <= policy.split_above_s:
+        return ()
+    why = policy.unsplittable_reason(path)
+    if why is None:
+        file = root / path
+        try:
+            mtime = file.stat().st_mtime_ns
+        except OSError:
+            return ()
+        workspace = root.parents[len(Path(config.suites.test_root).parts) - 1] if Path(config.suites.test_root).parts else root
+        found = discover_file(file, mtime, style, tuple(policy.testcase_bases),
+                              tuple(workspace / r for r in policy.import_roots), "")
+        why = found.reason
+    if why:
+        if notes is not None:
+            notes.append(f"{path} ({seconds:.0f} s) runs whole: {why}")
+        return ()
+    shards = plan_shards(path, found.classes, seconds, measured, policy.min_shard_s, policy.max_shards,
+                         policy.shard_overhead_s)
+    if not shards:
+        return ()
+    return tuple(Unit(s.name, s.seconds, 0.0, style, recorded=s.measured, selectors=s.classes, weights=s.weights,
+                      timeout_s=shard_timeout(per_file_s, s.seconds, policy.timeout_factor, policy.timeout_slack_s)
+                      if per_file_s else 0.0)
+                 for s in shards)
 
 
 def _split(units: Mapping[str, Unit], count: int) -> Partitioning:
@@ -168,23 +246,55 @@ def smallest_fitting_count(units: Mapping[str, Unit], budget_s: float, most: int
     return None
 
 
+def partition_cap(stage: StageSpec, job: SuiteJob, arch: ArchSpec) -> tuple[int, str]:
+    """The most partitions `auto` may plan: the stage's max_partitions, and the runners behind the
+    job's label (config arches.yaml pool.runners), whichever is smaller."""
+    label = runner_label(arch, job.gpus, job.label_suffix)
+    pool_gpus = min(n for n in arch.pool.gpu_counts if n >= job.gpus)
+    runners = arch.pool.runners.get(pool_gpus)
+    if runners is not None and runners < stage.max_partitions:
+        return runners, f"{runners} runner(s) behind {label}"
+    return stage.max_partitions, f"max_partitions {stage.max_partitions}" + (
+        f" ({runners} runner(s) behind {label})" if runners is not None else "")
+
+
 def plan_job(config: Config, stage: StageSpec, job: SuiteJob, arch: ArchSpec, files: Sequence[RegisteredFile],
-             disabled: Sequence[RegisteredFile], recorded: Mapping[str, float], problems: list[str]) -> JobPlan:
-    """One job's partitions and its budget checks (problems are appended, one line each)."""
-    units = _units(config, job, arch.name, files, recorded)
+             disabled: Sequence[RegisteredFile], recorded: Mapping[str, float], problems: list[str],
+             root: Path | None = None) -> JobPlan:
+    """One job's partitions and its budget checks (problems are appended, one line each). With the
+    test root given, long files are split by test class (ci.shards)."""
     per_file = job.per_file_timeout_for(arch.name)
+    notes: list[str] = []
+    units = _units(config, job, arch.name, files, recorded, root, per_file, notes)
     budget = stage.budget_share * job.timeout_for(arch.name) * 60
+    if any(u.selectors for u in units.values()):
+        # Shards only help where there are partitions to balance or a file too long for its timeout:
+        # a job that fits one partition with whole files keeps them whole (one process, one import).
+        whole = _units(config, job, arch.name, files, recorded)
+        one = job.partitions == 1 or (job.partitions == AUTO and smallest_fitting_count(whole, budget, 1) == 1)
+        if one and all(u.seconds <= per_file for u in whole.values()):
+            units, notes = whole, [n for n in notes if "runs whole" not in n]
     label = f"{job.suite} on {arch.name}"
     for unit in units.values():
-        if unit.seconds > per_file:
-            problems.append(f"{label}: {unit.name} is estimated at {unit.seconds:g} s, over the per-file timeout of "
-                            f"{per_file:g} s (raise per_file_timeout_s or fix the estimate)")
+        limit = unit.timeout_s or per_file
+        if unit.seconds > limit:  # measured or not: a passing run never outlives the timeout then in force
+            problems.append(f"{label}: {unit.name} is estimated at {unit.seconds:g} s, over the "
+                            f"{'shard' if unit.selectors else 'per-file'} timeout of {limit:g} s "
+                            f"(raise per_file_timeout_s or fix the estimate)")
     pinned = [u for u in units.values() if u.only_partition is not None]
     auto = job.partitions == AUTO
+    cap, cap_why = partition_cap(stage, job, arch)
     if auto:
-        count = smallest_fitting_count(units, budget, stage.max_partitions)
-        if count is None:
-            problems.append(f"{label}: no partition count up to max_partitions {stage.max_partitions} fits the budget "
+        count = smallest_fitting_count(units, budget, cap)
+        if count is None and any(u.recorded for u in units.values()):
+            # measured times grew past what config allows: the stage timeout will say which file;
+            # the route must not block every job on it
+            notes.append(f"measured estimates fit no partition count up to {cap} ({cap_why}) within {budget:.0f} s: "
+                         f"planned {cap} partition(s)")
+            count = cap
+        elif count is None:
+            upto = f"max_partitions {cap}" if cap == stage.max_partitions else f"{cap} ({cap_why})"
+            problems.append(f"{label}: no partition count up to {upto} fits the budget "
                             f"of {budget:.0f} s ({stage.budget_share:g} of {job.timeout_for(arch.name):g} min)")
             count = 0
     else:
@@ -201,7 +311,7 @@ def plan_job(config: Config, stage: StageSpec, job: SuiteJob, arch: ArchSpec, fi
             problems.append(f"{label}: {u.name} is pinned to partition {u.only_partition} of {count}")
     fits, parts = _fits(units, count, budget)
     plan = JobPlan(job_route(stage, job, arch, count), job, parts, MappingProxyType(units), tuple(disabled), per_file,
-                   budget, auto)
+                   budget, auto, cap=cap, cap_why=cap_why, notes=tuple(notes))
     if not fits and not auto:
         best = smallest_fitting_count(units, budget, stage.max_partitions)
         hint = f"the smallest count that fits is {best}" if best else f"no count up to {stage.max_partitions} fits"
@@ -259,7 +369,7 @@ def build_plan(
     plans = []
     for job in jobs:
         run, disabled = select(scan.files, job.suite, spec.nightly)
-        plans.append(plan_job(config, spec, job, arch, run, disabled, recorded, problems))
+        plans.append(plan_job(config, spec, job, arch, run, disabled, recorded, problems, scan.root))
     if problems:
         raise BudgetProblems(problems)
     if partition_arg:
@@ -332,12 +442,34 @@ def render_plan(plan: StagePlan) -> list[str]:
                      f"{route.timeout_minutes} min")
         lines.append(f"    makespan {job.makespan:.0f} s of a {job.budget_s:.0f} s budget; lower bound "
                      f"{job.partitioning.lower_bound:.0f} s (max of longest unit and total/N)")
+        if job.auto:
+            lines.append(f"    auto: the smallest count whose makespan fits {plan.stage.budget_share:g} of "
+                         f"{job.job.timeout_for(arch.name):g} min = {job.budget_s:.0f} s, at most {job.cap} "
+                         f"({job.cap_why}): {job.total}")
+        lines += [f"    note: {n}" for n in job.notes]
         for number, load in enumerate(job.loads(), 1):
             chosen = " <- this run" if job.selected == number else ""
             units = job.part(number)
             lines.append(f"    partition {number}/{job.total}: {load:.0f} s, {len(units)} unit(s){chosen}")
-            lines += [f"      {u.name} ({u.seconds:g} s{', recorded' if u.recorded else ''})" for u in units]
+            lines += [f"      {u.name} ({u.seconds:g} s{', recorded' if u.recorded else ''}"
+                      f"{f', shard, timeout {u.timeout_s:.0f} s' if u.selectors else ''})" for u in units]
         lines += [f"    disabled: {f.path}: {f.disabled}" for f in job.disabled]
+    return lines
+
+
+def job_chart(plan: StagePlan, job: JobPlan) -> str:
+    """The job's partitions as a Mermaid gantt (the budget marked; this run's partition highlighted)."""
+    parts = [[(u.name, u.seconds) for u in job.part(n)] for n in range(1, job.total + 1)]
+    title = (f"{job.job.suite} on {plan.resolution.arch.name}: {job.total} partition(s), makespan {job.makespan:.0f} s, "
+             f"bound {job.partitioning.lower_bound:.0f} s, budget {job.budget_s:.0f} s")
+    return partitions_chart(title, parts, job.budget_s, job.selected)
+
+
+def render_plan_markdown(plan: StagePlan) -> list[str]:
+    """The plan for a Markdown page (a job summary): the text in a block, each job's partitions as a chart."""
+    lines = [f"### Plan: {plan.stage.name} on {plan.resolution.arch.name}", "", "```text", *render_plan(plan), "```"]
+    for job in plan.jobs:
+        lines += ["", job_chart(plan, job)]
     return lines
 
 

@@ -3,7 +3,6 @@ Markdown summary (to $GITHUB_STEP_SUMMARY when set). The exit code comes from th
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,7 +88,6 @@ def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequen
 def write_reports(report_dir: Path, stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
                   previous_durations: dict[str, float]) -> dict[str, Path]:
     report_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"junit": report_dir / "junit.xml", "durations": report_dir / "durations.json"}
+    paths = {"junit": report_dir / "junit.xml"}  # durations.json: the run record (ci.history), written by the stage
     paths["junit"].write_text(junit_xml(stage, results, disabled))
-    paths["durations"].write_text(json.dumps(durations(results, previous_durations), indent=1))
     return paths

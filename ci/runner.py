@@ -45,6 +45,7 @@ class PlannedFile:
     argv: tuple[str, ...] = ()  # command: what runs (no shell)
     cwd: str = ""  # command: where it runs
     env: dict[str, str] = field(default_factory=dict)  # command: added to the environment
+    selectors: tuple[str, ...] = ()  # a shard (path `file::A+B`): the test classes it runs
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class RunPlan:
     @staticmethod
     def load(path: Path) -> "RunPlan":
         data = json.loads(path.read_text())
-        data["files"] = tuple(PlannedFile(**{**f, "argv": tuple(f.get("argv", ()))}) for f in data["files"])
+        data["files"] = tuple(PlannedFile(**{**f, "argv": tuple(f.get("argv", ())), "selectors": tuple(f.get("selectors", ()))})
+                              for f in data["files"])
         return RunPlan(**data)
 
     def dump(self, path: Path) -> None:
@@ -130,14 +132,16 @@ def _own_report(style: str, output: str, junit: Path) -> tuple[int | None, int |
 def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, out: TextIO, junit: Path) -> Attempt:
     root = Path(plan.test_root)
     extra_env: dict[str, str] = {}
+    target = file.path.split("::", 1)[0] if file.selectors else file.path  # a shard runs its file's classes
     if file.style == "command":
         argv, root, extra_env = list(file.argv), Path(file.cwd), dict(file.env)
     elif file.style == "pytest":
-        argv = [plan.python, "-m", "pytest", file.path, "-q", "-p", "no:cacheprovider", "-rsxX", f"--junitxml={junit}"]
+        nodes = [f"{target}::{name}" for name in file.selectors] or [target]
+        argv = [plan.python, "-m", "pytest", *nodes, "-q", "-p", "no:cacheprovider", "-rsxX", f"--junitxml={junit}"]
         if plan.arch:
             argv += ["-p", "ci.known_issues", "--sgl-arch", plan.arch]
     else:
-        argv = [plan.python, file.path, "-f"]
+        argv = [plan.python, target, "-f", *file.selectors]
     junit.unlink(missing_ok=True)
     started = time.monotonic()
     process = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -16,14 +16,14 @@ from typing import TextIO
 from ci import github, gpu, install, pull, registry
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env
+from ci.durations import NO_DURATIONS, Durations, record_json
 from ci.errors import ExitCode, UserError
+from ci.history import drift_markdown, run_record, stage_drift, warning_lines
 from ci.known_issues import touching
-from ci.partition import read_durations
-from ci.plan import StagePlan
+from ci.plan import StagePlan, job_chart
 from ci.report import summary_markdown, verdict, write_reports
 from ci.runner import FileResult, PlannedFile, RunPlan, read_results
 from ci.thresholds import LOG_ENV, read_records
-
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class StageOptions:
     retries: int
     continue_on_error: bool
     durations: Path | None = None
+    history: Durations = NO_DURATIONS  # what --durations held: drift is judged on it plus this run
 
 
 def partition_label(plan: StagePlan) -> str:
@@ -53,8 +54,9 @@ def planned_files(config: Config, plan: StagePlan, workspace: Path) -> tuple[Pla
                 cwd = container_path(workspace, workspace / unit.cwd, workdir)
                 files.append(PlannedFile(unit.name, unit.seconds, "command", job.per_file_timeout_s, unit.argv, cwd, dict(unit.env)))
                 continue
-            style = "pytest" if touching(config.known_issues, unit.name, arch) else unit.style
-            files.append(PlannedFile(unit.name, unit.est_time, style, job.per_file_timeout_s))
+            style = "pytest" if touching(config.known_issues, unit.file, arch) else unit.style
+            files.append(PlannedFile(unit.name, unit.est_time, style, unit.timeout_s or job.per_file_timeout_s,
+                                     selectors=unit.selectors))
     return tuple(files)
 
 
@@ -103,6 +105,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     runner_code = None
     installed = None
     (report_dir / "install.json").unlink(missing_ok=True)
+    outcome = None
     if files:
         client = registry.connect(config.pull.probe_timeout_s)
         image = plan.images[0] if plan.image_overridden else None
@@ -130,9 +133,16 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
                 finally:
                     watchdog.cancel()
     results = _results(report_dir, run_plan, runner_code, installed)
-    write_reports(report_dir, run_plan.stage, results, disabled, read_durations(options.durations))
+    write_reports(report_dir, run_plan.stage, results, disabled, {})
+    record = run_record(plan, run_plan.stage, results, str(outcome.image) if outcome else "",
+                        (outcome.digest or "") if outcome else "", env, dt.datetime.now(dt.timezone.utc),
+                        plan.rocm or config.images.rocm)
+    (report_dir / "durations.json").write_text(record_json(record))
+    drifting = stage_drift(config, options.history, record)
+    for warning in warning_lines(drifting, github.in_actions(env)):
+        print(warning, file=out)
     code, line = verdict(results)
-    notes = [*known_issue_notes(config, arch.name, [f.path for f in files], today), *plan.warnings]
+    notes = [*known_issue_notes(config, arch.name, [f.path.split("::", 1)[0] for f in files], today), *plan.warnings]
     if runner_code not in (None, 0, 1):
         notes.append(f"the runner itself exited with {runner_code}")
         code = 1
@@ -141,6 +151,8 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled,
                                read_records(report_dir / "thresholds.jsonl"), notes,
                                [installed.markdown()] if installed else [], line)
+    summary += "".join(f"\n{drift_markdown(drifting)}" if drifting else "")
+    summary += "".join(f"\n### Partitions: {j.job.suite}\n\n{job_chart(plan, j)}\n" for j in plan.jobs)
     (report_dir / "summary.md").write_text(summary)
     github.append_summary(summary, env)
     print(f"reports: {report_dir} (junit.xml, durations.json, summary.md{', install.json' if installed else ''})", file=out)

@@ -20,6 +20,10 @@ TEST_REF = "${{ inputs.pr_head_sha || github.sha }}"
 PR_WORKFLOW = ".github/workflows/pr-test-amd.yml"
 NIGHTLY_WORKFLOW = ".github/workflows/nightly-test-amd.yml"
 NEEDS_ENV = "NEEDS_JSON"
+# The durations store's transport (ci.history): actions/cache between runs, artifacts within one.
+CACHE_RESTORE, CACHE_SAVE = "actions/cache/restore@v4", "actions/cache/save@v4"
+UPLOAD, DOWNLOAD = "actions/upload-artifact@v4", "actions/download-artifact@v4"
+DURATIONS_OUTPUT = "durations"
 
 
 def _expr(text: str) -> str:
@@ -72,13 +76,73 @@ def _route_job(config: Config, cadence: str) -> dict[str, Any]:
         flags += (' --labels "$PR_LABELS" --changes-since HEAD^1'
                   + _expr("inputs.run_all_tests && ' --run-all' || ''"))
     flags += _expr("inputs.continue_on_error && ' --continue-on-error' || ''")
+    flags += f" --durations {config.durations.store_path}"
     return {
         "runs-on": wf.route_runner,
         "timeout-minutes": wf.route_timeout_minutes,
-        "outputs": {key: _expr(f"steps.route.outputs.{key}") for key in ("jobs", "continue_on_error", "bypass_fastfail")},
+        "outputs": {key: _expr(f"steps.route.outputs.{key}")
+                    for key in ("jobs", "continue_on_error", "bypass_fastfail", DURATIONS_OUTPUT)},
         # fetch-depth 2: a pull request's merge commit and its base, for change detection
-        "steps": [*_checkout_steps(config, fetch_depth=2, pr=cadence != "nightly"), {
-            "id": "route", "name": "Route jobs to runner pools", "env": env, "run": _invoke(config, f"route {flags}")}],
+        "steps": [*_checkout_steps(config, fetch_depth=2, pr=cadence != "nightly"), _restore_store(config), {
+            "id": "route", "name": "Route jobs to runner pools", "env": env, "run": _invoke(config, f"route {flags}")},
+            _hand_store_on(config)],
+    }
+
+
+# --- the durations store: restored before routing, handed to the stage jobs, merged and saved after
+def _cache_key(config: Config) -> str:
+    return f"{config.durations.transport.cache_key}-{_expr('github.run_id')}-{_expr('github.run_attempt')}"
+
+
+def _restore_store(config: Config) -> dict[str, Any]:
+    """The newest store of earlier runs (a prefix match; none is fine: est_time, with a warning)."""
+    return {"name": "Restore the durations store", "uses": CACHE_RESTORE, "continue-on-error": True,
+            "with": {"path": config.durations.store_path, "key": _cache_key(config),
+                     "restore-keys": f"{config.durations.transport.cache_key}-"}}
+
+
+def _hand_store_on(config: Config) -> dict[str, Any]:
+    """The stage jobs must plan on the very bytes the route job planned on: an artifact of this run."""
+    transport = config.durations.transport
+    return {"name": "Hand the store to the stage jobs", "if": _expr(f"steps.route.outputs.{DURATIONS_OUTPUT} == 'true'"),
+            "uses": UPLOAD, "with": {"name": transport.store_artifact, "path": config.durations.store_path,
+                                     "retention-days": transport.retention_days, "overwrite": True}}
+
+
+def _stage_store_steps(config: Config) -> list[dict[str, Any]]:
+    folder = config.durations.store_path.rpartition("/")[0] or "."
+    return [{"name": "Fetch the store the route job planned on",
+             "if": _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true'"), "uses": DOWNLOAD,
+             "with": {"name": config.durations.transport.store_artifact, "path": folder}}]
+
+
+def _upload_record(config: Config, suite: str) -> dict[str, Any]:
+    transport = config.durations.transport
+    return {"name": "Upload what this run measured", "if": _expr("always()"), "uses": UPLOAD,
+            "with": {"name": f"{transport.records_artifact}-{suite}-{_expr('matrix.partition')}",
+                     "path": f"{config.container.reports_dir}/*/durations.json", "if-no-files-found": "ignore",
+                     "retention-days": transport.retention_days, "overwrite": True}}
+
+
+def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
+    """After the stages: the newest store, plus every record of this run, saved under a run-unique
+    key; then the drift report to the job summary. Advisory: never part of the verdict."""
+    store = config.durations.store_path
+    records = f"{store.rpartition('/')[0] or '.'}/records"
+    transport = config.durations.transport
+    return {
+        "needs": jobs,
+        "if": _expr("always() && needs.route.result == 'success'"),
+        "runs-on": config.workflows.route_runner,
+        "timeout-minutes": config.workflows.route_timeout_minutes,
+        "steps": [*_checkout_steps(config)[1:], _restore_store(config),
+                  {"name": "Fetch this run's records", "uses": DOWNLOAD, "continue-on-error": True,
+                   "with": {"pattern": f"{transport.records_artifact}-*", "path": records}},
+                  {"name": "Merge the records into the store",
+                   "run": _invoke(config, f"durations update --from {records} --store {store}")},
+                  {"name": "Save the durations store", "uses": CACHE_SAVE, "continue-on-error": True,
+                   "with": {"path": store, "key": _cache_key(config)}},
+                  {"name": "Report duration drift", "run": _invoke(config, f"durations report --store {store} --markdown")}],
     }
 
 
@@ -99,6 +163,7 @@ def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -
         "strategy": {"fail-fast": False, "matrix": {"partition": _expr(f"{entry}.partitions")}},
         "steps": [
             *_checkout_steps(config, pr=pr),
+            *_stage_store_steps(config),
             {"name": "Run the stage", "env": {
                 **_registry_login_env(),
                 "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
@@ -107,8 +172,11 @@ def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -
              },
              "run": (f"nox -f {wf.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
                      f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
-                     + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''"))},
+                     + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''")
+                     + _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true' && "
+                             f"' --durations {config.durations.store_path}' || ''"))},
             {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
+            _upload_record(config, suite),
         ],
     }
 
@@ -136,6 +204,7 @@ def _test_workflow(config: Config, cadence: str) -> dict[str, Any]:
         for job in stage.suites:
             jobs[job.suite] = _stage_job(config, stage, job.suite, needs)
     jobs["finish"] = _finish_job(config, [name for name in jobs if name != "route"] + ["route"])
+    jobs["durations"] = _durations_job(config, ["route", *[name for name in jobs if name not in ("route", "finish")]])
     wf = config.workflows
     triggers: dict[str, Any] = {"workflow_dispatch": {"inputs": _dispatch_inputs(config, list(by_stage), nightly)}}
     if nightly:

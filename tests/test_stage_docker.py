@@ -76,8 +76,12 @@ def test_demo_end_to_end(docker):
     from pathlib import Path
 
     reports = Path(workspace) / "ci-reports" / "stage-demo"
-    assert json.loads((reports / "durations.json").read_text()).keys() == {
-        "test_fast.py", "test_flaky.py", "test_pytest_style.py", "test_slow.py", "test_sampling.py", "test_checkout.py"}
+    record = json.loads((reports / "durations.json").read_text())  # the run record (ci.durations)
+    assert (record["kind"], record["version"], record["run"]["arch"]) == ("run", 1, "mi300")
+    assert record["run"]["digest"].startswith("sha256:")
+    assert {u["name"]: u["outcome"] for u in record["units"]} == {
+        "test_fast.py": "passed", "test_flaky.py": "flaky", "test_pytest_style.py": "passed", "test_slow.py": "passed",
+        "test_sampling.py": "passed", "test_checkout.py": "passed"}
     assert 'tests="7"' in (reports / "junit.xml").read_text()
     assert '"ok": true' in (reports / "install.json").read_text()
     after = docker.containers.list(all=True)

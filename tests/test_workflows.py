@@ -96,7 +96,7 @@ def test_checkouts_hold_no_credentials_and_pr_jobs_test_the_requested_head():
                     assert step["with"]["persist-credentials"] is False, (path.name, step)
     for name, job in load(PR_TEST)["jobs"].items():
         code = [s for s in job["steps"] if s.get("name") == "Check out the code under test"]
-        assert name == "finish" or code[0]["with"]["ref"] == "${{ inputs.pr_head_sha || github.sha }}"
+        assert name in ("finish", "durations") or code[0]["with"]["ref"] == "${{ inputs.pr_head_sha || github.sha }}"
 
 
 @pytest.mark.parametrize("path", [PR_TEST, NIGHTLY_TEST], ids=lambda p: p.name)
@@ -105,19 +105,20 @@ def test_every_job_of_the_cadence_has_a_gated_job_with_a_cleanup_step(path):
     cadence = "nightly" if path == NIGHTLY_TEST else "per-commit"
     stages = [s for s in CONFIG.stages.values() if s.cadence == cadence]
     expected = {j.suite for s in stages for j in s.suites}
-    assert set(jobs) == expected | {"route", "finish"}
+    assert set(jobs) == expected | {"route", "finish", "durations"}
     for stage in stages:
         earlier = {j.suite for needed in stage.needs for j in CONFIG.stages[needed].suites}
         for suite in stage.suites:
             job = jobs[suite.suite]
             steps = job["steps"]
-            assert f"-s {stage.name.replace('-', '_')} -- " in steps[-2]["run"] and f"--suite {suite.suite} " in steps[-2]["run"]
-            assert steps[-1] == {"name": "Stop the container", "if": "${{ always() }}",
-                                 "run": "invoke --search-root sgl-ci stop-container"}
+            run = next(i for i, s in enumerate(steps) if s.get("name") == "Run the stage")
+            assert f"-s {stage.name.replace('-', '_')} -- " in steps[run]["run"] and f"--suite {suite.suite} " in steps[run]["run"]
+            assert steps[run + 1] == {"name": "Stop the container", "if": "${{ always() }}",
+                                      "run": "invoke --search-root sgl-ci stop-container"}
             assert set(job["needs"]) == {"route"} | earlier
             assert f"fromJSON(needs.route.outputs.jobs)['{suite.suite}'].run" in job["if"]
             assert ("bypass_fastfail == 'true' || !contains(needs.*.result, 'failure')" in job["if"]) == bool(earlier)
-    assert set(jobs["finish"]["needs"]) == set(jobs) - {"finish"}
+    assert set(jobs["finish"]["needs"]) == set(jobs) - {"finish", "durations"}  # the history never fails a run
     assert jobs["finish"]["if"] == "${{ always() }}"
 
 
@@ -249,3 +250,85 @@ def test_actionlint_is_real_and_catches_mistakes(tmp_path):
     bad.write_text(PR_TEST.read_text().replace("needs.route.outputs.continue_on_error", "needs.rout.outputs.continue_on_error"))
     done = subprocess.run(["node", str(node_linter()), str(bad)], capture_output=True, text=True)
     assert done.returncode == 1 and "rout" in done.stdout
+
+
+# --- the durations store: restored before routing, the same bytes to the stage jobs, saved after ----
+def _step(job, name):
+    return next(i for i, s in enumerate(job["steps"]) if s.get("name") == name or s.get("id") == name)
+
+
+@pytest.mark.parametrize("path", [PR_TEST, NIGHTLY_TEST], ids=lambda p: p.name)
+def test_the_store_is_restored_before_routing_and_saved_after_the_stages(path):
+    jobs = load(path)["jobs"]
+    store, transport = CONFIG.durations.store_path, CONFIG.durations.transport
+    route = jobs["route"]
+    restore, routing, hand_on = _step(route, "Restore the durations store"), _step(route, "route"), _step(route, "Hand the store to the stage jobs")
+    assert restore < routing < hand_on
+    restored = route["steps"][restore]
+    assert restored["uses"].startswith("actions/cache/restore@") and restored["with"]["path"] == store
+    # a run-unique key nobody has saved yet, so the prefix finds the newest store of earlier runs
+    assert restored["with"]["key"] == f"{transport.cache_key}-${{{{ github.run_id }}}}-${{{{ github.run_attempt }}}}"
+    assert restored["with"]["restore-keys"] == f"{transport.cache_key}-"
+    assert restored["continue-on-error"] is True  # no store: est_time, never a failure
+    assert route["steps"][routing]["run"].endswith(f" --durations {store}")
+    assert route["outputs"]["durations"] == "${{ steps.route.outputs.durations }}"
+    assert route["steps"][hand_on]["with"] == {"name": transport.store_artifact, "path": store,
+                                               "retention-days": transport.retention_days, "overwrite": True}
+    stage_jobs = [name for name in jobs if name not in ("route", "finish", "durations")]
+    for name in stage_jobs:
+        job = jobs[name]
+        fetch, run, stop, upload = (_step(job, n) for n in ("Fetch the store the route job planned on", "Run the stage",
+                                                            "Stop the container", "Upload what this run measured"))
+        assert fetch < run < stop < upload
+        assert job["steps"][fetch]["with"]["name"] == transport.store_artifact
+        assert job["steps"][fetch]["if"] == "${{ needs.route.outputs.durations == 'true' }}"
+        assert f"' --durations {store}'" in job["steps"][run]["run"]
+        assert job["steps"][upload]["if"] == "${{ always() }}"  # a failed stage's times are records too
+        assert job["steps"][upload]["with"]["name"] == f"{transport.records_artifact}-{name}-${{{{ matrix.partition }}}}"
+    final = jobs["durations"]
+    assert set(final["needs"]) == {"route", *stage_jobs}  # after every stage
+    assert "always()" in final["if"]
+    steps = [s.get("uses", s.get("run")) for s in final["steps"]]
+    order = [next(i for i, s in enumerate(steps) if marker in s) for marker in
+             ("actions/cache/restore@", "actions/download-artifact@", "durations update", "actions/cache/save@",
+              "durations report")]
+    assert order == sorted(order)
+    fetched = final["steps"][order[1]]["with"]
+    assert fetched["pattern"] == f"{transport.records_artifact}-*"
+    assert f"--from {fetched['path']} --store {store}" in steps[order[2]]
+    assert final["steps"][order[3]]["with"] == {"path": store, "key": restored["with"]["key"]}
+
+
+def test_the_route_step_plans_on_a_restored_store_and_says_so(tmp_path, sglang_checkout):
+    """The route line as Actions runs it: with no store it warns and plans on est_time; with a store
+    whose measurements differ it plans differently, and outputs durations=true for the stage jobs."""
+    store_file = sglang_checkout / CONFIG.durations.store_path
+    store_file.unlink(missing_ok=True)
+    outputs, stdout = replay_route(PR_TEST, tmp_path, sglang_checkout, "schedule", None)
+    assert outputs["durations"] == "false" and "::warning title=durations::" in stdout and "not found" in stdout
+    before = json.loads(outputs["jobs"])
+    store_file.parent.mkdir(parents=True, exist_ok=True)
+    store_file.write_text("{not json")
+    outputs, stdout = replay_route(PR_TEST, tmp_path, sglang_checkout, "schedule", None)
+    assert outputs["durations"] == "false" and "not JSON" in stdout and json.loads(outputs["jobs"]) == before
+    # every stage-b 2-GPU file measured at 1500 s on mi325: auto needs more partitions than est_time
+    # gave, more than the pool's runners even: capped there, with a note, and never a failure
+    import datetime as dt
+
+    from ci.durations import Entry, Sample, Store, store_json
+    from ci.suites import scan_tree, select
+    now = dt.datetime(2026, 8, 30, tzinfo=dt.timezone.utc)
+    suite = "stage-b-test-2-gpu-large-amd"
+    files = [f.path for f in select(scan_tree(sglang_checkout / "test" / "registered", CONFIG).files, suite, False)[0]]
+    entries = {("mi325", f): Entry(suite, 600, tuple(Sample(1500.0, now - dt.timedelta(hours=i), f"run{i}")
+                                                     for i in range(3))) for f in files}
+    store_file.write_text(store_json(Store(entries, now)))
+    try:
+        outputs, stdout = replay_route(PR_TEST, tmp_path, sglang_checkout, "schedule", None)
+    finally:
+        store_file.unlink()
+    assert outputs["durations"] == "true"
+    after = json.loads(outputs["jobs"])
+    assert before[suite]["total"] < after[suite]["total"] == CONFIG.arches["mi325"].pool.runners[2]
+    assert f"note: {suite} on mi325: measured estimates fit no partition count" in stdout
+    assert {k: v for k, v in after.items() if k != suite} == {k: v for k, v in before.items() if k != suite}
