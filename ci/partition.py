@@ -100,32 +100,3 @@ def partition(items: Sequence[Item], n: int) -> Partitioning:
     if n < 1:
         raise UserError("the number of partitions must be >= 1")
     return Partitioning(tuple(tuple(p) for p in _improve(lpt(items, n))))
-
-
-def estimates(est_times: Mapping[str, float], recorded: Mapping[str, float]) -> list[Item]:
-    """Recorded durations where known (what really happened), est_time otherwise."""
-    return [Item(name, float(recorded.get(name, est))) for name, est in est_times.items()]
-
-
-def read_durations(path: Path | None) -> dict[str, float]:
-    """A durations file (JSON object: file -> seconds); None -> {}. Anything else is one clear error."""
-    if path is None:
-        return {}
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise UserError(f"--durations {path}: cannot read it ({why})") from None
-    wanted = "a JSON object of file -> seconds, each finite and >= 0"
-    try:
-        data = json.loads(text, parse_constant=lambda c: float("nan"))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise UserError(f"--durations {path}: not JSON ({getattr(exc, 'msg', 'too deeply nested')}); expected {wanted}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--durations {path}: expected {wanted}, got {type(data).__name__}")
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise UserError(f"--durations {path}: {key!r}: {value!r} is not allowed; expected {wanted}")
-        out[str(key)] = float(value)
-    return out

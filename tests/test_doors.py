@@ -40,7 +40,7 @@ def test_invoke_route_prints_labels_and_writes_github_output(tmp_path, workspace
     jobs = json.loads(written["jobs"])
     assert jobs["stage-a-test-1-gpu-small-amd"]["name"] == "stage-a-test-1-gpu-small-amd (linux-mi325-1gpu-sglang)"
     assert jobs["stage-b-test-1-gpu-small-amd-mi35x"]["arch"] == "mi355"
-    assert "wrote arches, jobs, continue_on_error and bypass_fastfail to $GITHUB_OUTPUT" in done.out
+    assert "wrote arches, jobs, continue_on_error, bypass_fastfail and durations to $GITHUB_OUTPUT" in done.out
 
 
 def test_invoke_plan_for_an_event(workspace):

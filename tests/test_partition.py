@@ -3,16 +3,12 @@ the i/N argument checked."""
 
 from __future__ import annotations
 
-import json
-import math
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ci.errors import UserError
-from ci.partition import Item, Partitioning, estimates, lpt, parse_partition, partition, read_durations
+from ci.partition import Item, Partitioning, lpt, parse_partition, partition
 
 
 def random_items(seed: int, count: int) -> list[Item]:
@@ -53,8 +49,8 @@ def test_recorded_durations_make_it_better():
     def real_makespan(parts: Partitioning) -> float:
         return max(sum(real[i.name] for i in part) for part in parts.parts)
 
-    blind = partition(estimates(est, {}), 4)
-    informed = partition(estimates(est, real), 4)
+    blind = partition([Item(name, seconds) for name, seconds in est.items()], 4)
+    informed = partition([Item(name, real.get(name, seconds)) for name, seconds in est.items()], 4)
     assert real_makespan(informed) == 440 and real_makespan(blind) > real_makespan(informed)
 
 
@@ -67,89 +63,3 @@ def test_partition_argument(text, parsed):
 def test_bad_partition_argument(text):
     with pytest.raises(UserError, match="--partition"):
         parse_partition(text)
-
-
-def test_durations_file(tmp_path):
-    path = tmp_path / "d.json"
-    path.write_text('{"a.py": 12.5, "b.py": 0, "c.py": 7}')
-    assert read_durations(path) == {"a.py": 12.5, "b.py": 0.0, "c.py": 7.0}
-    assert read_durations(None) == {}
-    path.write_text("{}")
-    assert read_durations(path) == {}
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        (None, "cannot read it (No such file or directory)"),
-        (b"\xff\xfe{}", "cannot read it (not UTF-8 text)"),
-        ("[1, 2]", "expected a JSON object of file -> seconds, each finite and >= 0, got list"),
-        ("12", "got int"),
-        ("{", "not JSON"),
-        ('{"a.py": -1}', "'a.py': -1 is not allowed"),
-        ('{"a.py": NaN}', "'a.py': nan is not allowed"),
-        ('{"a.py": Infinity}', "'a.py': nan is not allowed"),
-        ('{"a.py": 1e999}', "'a.py': inf is not allowed"),
-        ('{"a.py": "12"}', "'a.py': '12' is not allowed"),
-        ('{"a.py": true}', "'a.py': True is not allowed"),
-        ('{"a.py": null}', "'a.py': None is not allowed"),
-        ('{"a.py": [1]}', "'a.py': [1] is not allowed"),
-    ],
-    ids=["missing", "not-utf8", "list", "number", "not-json", "negative", "nan", "infinity", "overflow", "string",
-         "bool", "null", "nested"],
-)
-def test_a_bad_durations_file_is_one_clear_error(tmp_path, content, message):
-    path = tmp_path / "d.json"
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    elif content is not None:
-        path.write_text(content)
-    with pytest.raises(UserError) as caught:
-        read_durations(path)
-    text = str(caught.value)
-    assert text.startswith(f"--durations {path}: ") and message in text and "\n" not in text
-
-
-def test_a_durations_directory_is_unreadable(tmp_path):
-    with pytest.raises(UserError, match="cannot read it"):
-        read_durations(tmp_path)
-
-
-# --- properties ----------------------------------------------------------------------------------
-JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=12)
-KEYS = st.text(max_size=40) | st.sampled_from(["a.py", "test/registered/a.py", "/sglang-checkout/test/registered/x/b.py"])
-
-
-def _as_file_content(draw_value) -> bytes:
-    return json.dumps(draw_value, allow_nan=True).encode()
-
-
-@settings(max_examples=300, deadline=1000, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(content=st.one_of(
-    st.binary(max_size=200),
-    st.builds(_as_file_content, JSON_VALUES),
-    st.builds(_as_file_content, st.dictionaries(KEYS, st.floats() | st.integers() | JSON_SCALARS, max_size=8)),
-))
-def test_read_durations_returns_clean_numbers_or_one_clear_error(tmp_path_factory, content):
-    """Whatever the file holds: a dict of str -> finite float >= 0, or a UserError of one line
-    naming the file; never another exception."""
-    path = tmp_path_factory.getbasetemp() / "prop-durations.json"
-    path.write_bytes(content)
-    try:
-        result = read_durations(path)
-    except UserError as exc:
-        assert str(exc).startswith(f"--durations {path}: ") and "\n" not in str(exc)
-        return
-    assert all(isinstance(k, str) and type(v) is float and math.isfinite(v) and v >= 0 for k, v in result.items())
-    data = json.loads(content.decode("utf-8"))
-    assert isinstance(data, dict) and result == {k: float(v) for k, v in data.items()}
-
-
-@settings(max_examples=200, deadline=1000, database=None)
-@given(durations=st.dictionaries(KEYS, st.floats(min_value=0, allow_nan=False, allow_infinity=False) | st.integers(0, 10**12), max_size=20))
-def test_read_durations_round_trips_every_valid_file(tmp_path_factory, durations):
-    path = tmp_path_factory.getbasetemp() / "prop-valid-durations.json"
-    path.write_text(json.dumps(durations))
-    assert read_durations(path) == {k: float(v) for k, v in durations.items()}
