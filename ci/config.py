@@ -544,12 +544,12 @@ class Config:
     suites: SuitesConfig
     kernels: KernelsConfig
     durations: DurationsConfig
-    container: ContainerConfig | None = None
-    workflows: WorkflowsConfig | None = None
-    thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
-    known_issues: tuple[KnownIssue, ...] = ()
-    install: InstallConfig | None = None
-    source: Path = DEFAULT_CONFIG_DIR
+    container: ContainerConfig
+    workflows: WorkflowsConfig
+    thresholds: Mapping[str, Mapping[str, MetricBound]]
+    known_issues: tuple[KnownIssue, ...]
+    install: InstallConfig
+    source: Path
 
     def arch(self, name: str) -> ArchSpec:
         if name not in self.arches:
