@@ -70,7 +70,7 @@ def preflight(out: Path, case: str) -> str:
 
     override = Path(tempfile.mkdtemp()) / "override.yaml"
     override.write_text("arches: {arches: {mi300: {product: H200}}}\n"
-                        "health: {disk: [{path: $WORKSPACE, min_free_gib: 1}], checks: {reachability: off}}\n")
+                        "health: {disk: [{path: $WORKSPACE, min_free_gib: 1}], checks: {reachability: \"off\"}}\n")
     config = load_config(env={"SGL_CI_CONFIG_OVERRIDE": str(override)})
     started = time.monotonic()
     report = run_preflight(config, config.arch("mi300"), 1, str(ROOT), {}, Host())

@@ -57,9 +57,15 @@ class Outcome:
         return self.failure_class.exit_code
 
     def verdict(self, counts: str) -> str:
-        """The summary's verdict line: class first, then what decided it, then the counts."""
-        why = f": {self.reason}" if self.reason else ""
-        return f"{self.failure_class.headline}{why} ({counts})" if counts else f"{self.failure_class.headline}{why}"
+        """The summary's verdict line: the class first, then the counts and what decided it."""
+        c = self.failure_class
+        if c is FailureClass.PASSED:
+            return f"PASSED: {counts}"
+        if c is FailureClass.FLAKY:
+            return f"PASSED (flaky): {counts} (flaky files passed on retry: look at them)"
+        if c is FailureClass.TEST:
+            return f"FAILED (test failure): {counts}; {self.reason}"
+        return f"{c.headline}: {self.reason} ({counts})"
 
 
 @dataclass(frozen=True)
