@@ -13,7 +13,6 @@ Shapes read:
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -212,7 +211,7 @@ def rocm_smi_gpus(text: str) -> list[Gpu]:
         if label != "Card SKU" or gpu not in names:
             names[gpu] = value.strip()
     if not names and text.lstrip().startswith("device,"):
-        for row in csv.DictReader(io.StringIO(text.strip())):
+        for row in csv.DictReader(text.strip().splitlines()):
             card = re.sub(r"\D", "", row.get("device", ""))
             series = row.get("Card series") or row.get("Card Series") or ""
             if card:
@@ -223,7 +222,7 @@ def rocm_smi_gpus(text: str) -> list[Gpu]:
 def rocm_smi_csv_vram(text: str) -> list[Vram]:
     """`rocm-smi --showmeminfo vram --csv` (alone or with other columns)."""
     found = []
-    for row in csv.DictReader(io.StringIO(text.strip())):
+    for row in csv.DictReader(text.strip().splitlines()):
         total, used = row.get("VRAM Total Memory (B)"), row.get("VRAM Total Used Memory (B)")
         card = re.sub(r"\D", "", row.get("device") or "")
         if card and _count(total) and _count(used) is not None:
@@ -255,7 +254,7 @@ NVIDIA_APPS_QUERY = "pid,gpu_bus_id,used_memory,process_name"
 
 
 def _csv_rows(text: str) -> list[list[str]]:
-    return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    return [[cell.strip() for cell in row] for row in csv.reader(text.splitlines()) if row and any(c.strip() for c in row)]
 
 
 def nvidia_gpus(text: str) -> tuple[list[Gpu], list[Vram], list[Ecc]]:

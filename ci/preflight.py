@@ -118,6 +118,8 @@ def _read_amd(run: Runner, timeout_s: float, gpus: list[Gpu], static: str) -> Gp
         gpus = gpu_tools.rocm_smi_gpus(run(("rocm-smi", "--showproductname"), timeout_s) or "")
     metric = run(("amd-smi", "metric", "--mem-usage", "--ecc", "--ecc-blocks"), timeout_s) if tool == "amd-smi" else None
     vram = gpu_tools.amd_smi_vram(metric or "")
+    if not vram and tool == "amd-smi":  # amd-smi's own table (ROCm 7: `amd-smi` with no subcommand)
+        vram = gpu_tools.amd_smi_table(run(("amd-smi",), timeout_s) or "")[1]
     if not vram:
         vram = [Vram(r.gpu, r.used_bytes, r.total_bytes)
                 for r in parse_rocm_smi_vram(run(("rocm-smi", "--showmeminfo", "vram"), timeout_s) or "")]
