@@ -12,7 +12,17 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ci import build, container, github, gpu, history, install, pull, registry, workflows
+from ci import (
+    build,
+    container,
+    github,
+    gpu,
+    history,
+    install,
+    pull,
+    registry,
+    workflows,
+)
 from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args

@@ -7,11 +7,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+import docker.errors
+import requests
+
 from ci import github, registry
 from ci.config import ArchSpec, Config
 from ci.errors import ToolFailure
 from ci.outcome import OUTPUT_NAME, Attempted, Outcome
-from ci.preflight import Host, PreflightReport, owners, read_gpu_state, run_preflight, vram_verdicts
+from ci.preflight import (
+    Host,
+    PreflightReport,
+    owners,
+    read_gpu_state,
+    run_preflight,
+    vram_verdicts,
+)
 
 
 def connect(config: Config) -> tuple[Any, str | None]:
@@ -31,14 +41,14 @@ def engine_host(client: Any, config: Config) -> Host:
     def docker_root() -> str | None:
         try:
             return client.info().get("DockerRootDir")
-        except Exception:  # an engine that does not answer: config's default
+        except (docker.errors.DockerException, requests.RequestException):  # no answer: config's default
             return None
 
     def engine_holders() -> list[tuple[str, int]]:
         found = []
         try:
             containers = client.containers.list()
-        except Exception:
+        except (docker.errors.DockerException, requests.RequestException):
             return found
         for container in containers:
             devices = (container.attrs.get("HostConfig") or {}).get("Devices") or []
@@ -46,8 +56,8 @@ def engine_host(client: Any, config: Config) -> Host:
                 continue
             try:
                 top = container.top(ps_args="-eo pid")
-            except Exception:
-                continue
+            except (docker.errors.DockerException, requests.RequestException):
+                continue  # gone since the listing
             found += [(container.name, int(row[0])) for row in top.get("Processes") or [] if row and str(row[0]).isdigit()]
         return found
 
@@ -71,7 +81,7 @@ def lost_container(containers: Any) -> str | None:
     """The CI container gone or stopped under the runner: the machine's failure, not the tests'."""
     try:
         found = containers.find()
-    except Exception as exc:  # the engine itself went away
+    except (docker.errors.DockerException, requests.RequestException) as exc:  # the engine went away
         return f"the engine did not answer after the run ({type(exc).__name__})"
     if found is None:
         return f"container {containers.config.name} was lost during the run (removed under the runner)"

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import requests
@@ -205,7 +205,7 @@ class Host:
     run: Runner = run_device_tool
     proc: str = "/proc"
     sys_root: str = "/"
-    engine_holders: Callable[[], list[tuple[str, int]]] = lambda: []  # (container, host pid) of GPU containers
+    engine_holders: Callable[[], list[tuple[str, int]]] = list  # (container, host pid) of GPU containers
     docker_root: Callable[[], str | None] = lambda: None
     disk_free: Callable[[str], int] = lambda path: shutil.disk_usage(path).free
     sleep: Callable[[float], None] = time.sleep

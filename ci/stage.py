@@ -17,15 +17,22 @@ from typing import TextIO
 import docker.errors
 import requests
 
-from ci import github, gpu, health, install, pull, registry
+from ci import github, gpu, health, install, pull
 from ci.config import OVERRIDE_ENV, Config
-from ci.container import Containers, HostView, Terminated, build_spec, exec_env, sigterm_raises
+from ci.container import (
+    Containers,
+    HostView,
+    Terminated,
+    build_spec,
+    exec_env,
+    sigterm_raises,
+)
 from ci.durations import NO_DURATIONS, Durations, record_json
 from ci.errors import ToolFailure, UserError
 from ci.history import drift_markdown, run_record, stage_drift, warning_lines
 from ci.known_issues import touching
-from ci.plan import StagePlan, job_chart
 from ci.outcome import JUNIT_PROPERTY, JUNIT_REASON, FailureClass, Outcome, classify
+from ci.plan import StagePlan, job_chart
 from ci.report import counts, summary_markdown, write_reports
 from ci.runner import FileResult, PlannedFile, RunPlan, read_results
 from ci.smoke import run_smoke

@@ -151,7 +151,6 @@ def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
 
 def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -> dict[str, Any]:
     pr = not stage.nightly
-    wf = config.workflows
     entry = f"{ROUTE}['{suite}']"
     session = stage.name.replace("-", "_")
     gate = f"!cancelled() && needs.route.result == 'success' && {entry}.run"
@@ -178,14 +177,13 @@ def _stage_steps(config: Config, stage: StageSpec, suite: str, session: str, ent
     class to $GITHUB_OUTPUT and may fail without failing the job yet; an infrastructure failure
     runs the very same step once more (its result is the job's), anything else ends the job with
     the first run's own exit code. Tests are never retried; a cancelled run is not retried."""
-    wf = config.workflows
     env = {
         **_registry_login_env(),
         "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
         "AMD_CI_IMAGE": _expr("inputs.image"),
         ROCM_ENV: _expr(f"inputs.rocm_version || '{config.workflows.nightly_test_rocm if stage.nightly else config.workflows.pr_test_rocm}'"),
     }
-    run = (f"nox -f {wf.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
+    run = (f"nox -f {config.workflows.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
            f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
            + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''")
            + _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true' && "

@@ -101,6 +101,7 @@ class LocalExec:
 
     def run_exec(self, argv, env, workdir, sink=None, timeout_s=None):
         import subprocess
+
         from ci.container import ExecOutcome
         argv = [sys.executable if a == "python3" else a.replace("/sgl-ci", str(ROOT)) for a in argv]
         process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -16,7 +16,15 @@ import threading
 import pytest
 
 from ci.config import load_config
-from ci.preflight import Host, Status, check_reachability, owners, read_gpu_state, run_preflight, scan_holders
+from ci.preflight import (
+    Host,
+    Status,
+    check_reachability,
+    owners,
+    read_gpu_state,
+    run_preflight,
+    scan_holders,
+)
 from tests.conftest import FIXTURES, base_env, run_door
 
 DEVICES = FIXTURES / "devices"
@@ -81,7 +89,7 @@ def health_config(tmp_path, kfd, extra=""):
 def test_holders_are_found_in_another_pid_namespace(fake_kfd):
     if shutil.which("unshare") is None:
         pytest.skip("no unshare")
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         if os.environ.get("CI") == "true":
             pytest.fail(f"unshare --pid needs CAP_SYS_ADMIN under CI=true: {probe.stderr!r}")
@@ -219,8 +227,8 @@ def test_invoke_preflight_door(tmp_path, loopback_http):
 
 def test_owners_come_from_the_gpu_tool_too(tmp_path, fake_kfd):
     config = health_config(tmp_path, fake_kfd)
-    from ci.preflight import GpuState
     from ci.gpu_tools import Gpu, GpuProcess
+    from ci.preflight import GpuState
     state = GpuState("nvidia-smi", (Gpu("0", "NVIDIA H200", "0000:00:06.0"),),
                      processes=(GpuProcess(819, "0000:00:06.0", 1, "python3"),))
     assert owners(state, config.health, Host()).of("0") == ("pid 819 (python3) on GPU 0 by nvidia-smi",)
