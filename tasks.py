@@ -95,6 +95,19 @@ def kernel_tests(c, arch=None, host=False, install=True):
     cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host, install=install)
 
 
+@task(help={"arch": "runner arch (default: detected)", "suite": "the job whose GPU count is wanted (stages.yaml)",
+            "gpus": "GPUs the job needs (default: the suite's, else 1)"})
+def preflight(c, arch=None, suite=None, gpus=None):
+    """Is this machine fit to run a job: GPUs, leaked VRAM, ECC/RAS, disk, reachability (exit 3 if not)."""
+    cli.run(commands.preflight_command, arch=arch, suite=suite, gpus=gpus)
+
+
+@task(name="verdict", help={"failure_class": "the stage step's failure_class output"})
+def verdict(c, failure_class=""):
+    """Exit with the code of a stage's failure class (the workflow's step after a stage it did not retry)."""
+    cli.run(commands.verdict_command, failure_class=failure_class)
+
+
 @task(name="install-deps", iterable=["skip"],
       help={"arch": "runner arch (default: the container's)", "skip": "leave out this install step (repeatable)"})
 def install_deps(c, arch=None, skip=None):

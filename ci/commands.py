@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ci import build, container, github, gpu, history, install, pull, registry, workflows
+from ci import (
+    build,
+    container,
+    github,
+    gpu,
+    history,
+    install,
+    pull,
+    registry,
+    workflows,
+)
 from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
@@ -367,6 +378,47 @@ def kernel_tests_command(remainder: str = "", arch: str | None = None, host: boo
     if install:
         _install_in_running(config, containers, spec_arch, ())
     return containers.exec(argv, container.exec_env(config.container, spec_arch), config.container.workdir)
+
+
+def preflight_command(arch: str | None = None, suite: str | None = None, gpus: int | str | None = None) -> int:
+    """`invoke preflight`: is this machine fit for a job (config/health.yaml)? GPUs (the suite's
+    count, --gpus, else 1), leaked VRAM, ECC/RAS, disk, reachability; the guarded reset. Exit 3
+    (infrastructure) when a check fails."""
+    from ci import health, preflight
+
+    if gpus is not None and not re.fullmatch(r"[1-9][0-9]*", str(gpus)):
+        raise UserError(f"--gpus {gpus}: a whole number >= 1")
+    gpus = int(gpus) if gpus is not None else None
+    config = load_config()
+    spec_arch = _resolve(config, arch).arch
+    wanted = gpus if gpus is not None else next((j.gpus for s in config.stages.values() for j in s.suites if j.suite == suite), None)
+    if suite and wanted is None and gpus is None:
+        raise UserError(f"--suite {suite}: no job in stages.yaml runs it")
+    client, no_engine = health.connect(config)
+    if no_engine:
+        print(f"note: {no_engine}; the engine's containers and data root are not asked")
+    report = preflight.run_preflight(config, spec_arch, wanted or 1, str(_workspace()), _env(), health.engine_host(client, config))
+    for line in report.lines():
+        print(line)
+    github.append_summary(report.markdown(), _env())
+    print(f"preflight: {'OK' if report.ok else 'INFRASTRUCTURE FAILURE: ' + report.failure}")
+    return ExitCode.OK if report.ok else ExitCode.INFRASTRUCTURE
+
+
+def verdict_command(failure_class: str = "") -> int:
+    """`invoke verdict --failure-class C`: the workflow's last word on a stage step it did not
+    retry: exits with that class's code (an empty class: the stage ended before classifying itself)."""
+    from ci.outcome import FailureClass
+
+    if not failure_class:
+        print("the stage step ended without a failure class (it failed before classifying itself)")
+        return ExitCode.FAILED
+    try:
+        found = FailureClass(failure_class)
+    except ValueError:
+        raise UserError(f"--failure-class {failure_class!r}: allowed: {', '.join(c.value for c in FailureClass)}") from None
+    print(f"stage: {found.headline} (exit code {found.exit_code})")
+    return found.exit_code
 
 
 def demo_command() -> int:

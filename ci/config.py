@@ -533,6 +533,74 @@ class InstallConfig:
         return [s.name for s in self.steps]
 
 
+# --- health.yaml -----------------------------------------------------------------------------
+CheckMode = Literal["fail", "warn", "off"]
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """Each preflight check: fail (the job stops, an infrastructure failure), warn, or off."""
+
+    gpus: CheckMode
+    leaked_vram: CheckMode
+    ecc: CheckMode
+    disk: CheckMode
+    reachability: CheckMode
+
+
+@dataclass(frozen=True)
+class DiskRule:
+    path: str  # $DOCKER_ROOT (the engine's data root), $WORKSPACE, or an absolute path
+    min_free_gib: PositiveFloat
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    url: str  # http(s)://host[:port][/path]; any HTTP answer counts as reachable
+
+
+@dataclass(frozen=True)
+class ResetPolicy:
+    mode: Literal["auto", "warn", "off"]
+    commands: Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]]  # tool -> argv with {gpu}
+    timeout_s: PositiveFloat
+    settle_s: NonNegativeFloat  # wait after a reset before reading the GPU again
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    min_gpus: PositiveInt  # jobs with at least this many GPUs run it
+    timeout_s: PositiveFloat
+    backend: str  # nccl (RCCL on ROCm); gloo is the CPU stand-in the tests use
+    argv: Annotated[tuple[str, ...], NON_EMPTY]  # with {gpus}, {backend}, {timeout_s}
+    workdir: str
+
+
+@dataclass(frozen=True)
+class Classification:
+    gpu_hang_exit_codes: Annotated[tuple[int, ...], NON_EMPTY]  # a file ending so: the GPU hung (SIGABRT)
+    stuck_busy_pct: Annotated[float, Check(lambda v: 0 < v <= 100, "in (0, 100]")]  # after a timeout
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    checks: HealthChecks
+    tool_timeout_s: PositiveFloat
+    vram_threshold_pct: Annotated[float, Check(lambda v: 0 < v <= 100, "in (0, 100]")]
+    max_uncorrectable: Annotated[int, NON_NEGATIVE]
+    warn_correctable: Annotated[int, NON_NEGATIVE]
+    shared_devices: tuple[str, ...]  # device files any GPU's process holds (/dev/kfd, /dev/nvidiactl)
+    gpu_devices: tuple[str, ...]  # per-GPU device files, when sysfs cannot say which is whose
+    disk: tuple[DiskRule, ...]
+    docker_root: str  # when the engine does not say
+    reachability_timeout_s: PositiveFloat
+    endpoints: tuple[Endpoint, ...]
+    reset: ResetPolicy
+    smoke: SmokeTest
+    classify: Classification
+
+
 @dataclass(frozen=True)
 class Config:
     arches: Mapping[str, ArchSpec]
@@ -549,6 +617,7 @@ class Config:
     thresholds: Mapping[str, Mapping[str, MetricBound]]
     known_issues: tuple[KnownIssue, ...]
     install: InstallConfig
+    health: HealthConfig
     source: Path
 
     def arch(self, name: str) -> ArchSpec:
@@ -585,6 +654,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "kernels": ("kernels.yaml", KernelsConfig),
     "install": ("install.yaml", InstallConfig),
     "durations": ("durations.yaml", DurationsConfig),
+    "health": ("health.yaml", HealthConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -618,6 +688,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
         install=built["install"],
+        health=built["health"],
         source=directory,
     )
     _cross_check(config, docs)
@@ -688,6 +759,7 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
                                           f"no pool of {gpus} GPU(s) (gpu_counts: {list(arch.pool.gpu_counts)})")
     _check_thresholds(config, docs["thresholds"], allowed)
     _check_install(config.install, docs["install"])
+    _check_health(config.health, docs["health"])
     for arch in config.suites.est_time_overrides:
         if arch not in config.arches:
             raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
@@ -843,3 +915,26 @@ def _check_install(install: InstallConfig, doc: Document) -> None:
         raise doc.fail(("proof", "version_pattern"), f"not a regular expression: {exc}") from None
     if not install.proof.expected_root.startswith("/"):
         raise doc.fail(("proof", "expected_root"), "must be an absolute path in the container")
+
+
+HEALTH_TOOLS = ("amd-smi", "rocm-smi", "nvidia-smi")
+SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s")
+
+
+def _check_health(health: HealthConfig, doc: Document) -> None:
+    for tool, argv in health.reset.commands.items():
+        if tool not in HEALTH_TOOLS:
+            raise doc.fail(("reset", "commands", tool), f"unknown tool {tool!r} (allowed: {', '.join(HEALTH_TOOLS)})")
+        if "{gpu}" not in argv:
+            raise doc.fail(("reset", "commands", tool), "needs {gpu} in its argv")
+    for index, arg in enumerate(health.smoke.argv):
+        for name in PLACEHOLDER.findall(arg):
+            if name not in SMOKE_PLACEHOLDERS:
+                raise doc.fail(("smoke", "argv", index), f"unknown placeholder {{{name}}} (allowed: "
+                                                         f"{', '.join('{' + p + '}' for p in SMOKE_PLACEHOLDERS)})")
+    for index, rule in enumerate(health.disk):
+        if not (rule.path in ("$DOCKER_ROOT", "$WORKSPACE") or rule.path.startswith("/")):
+            raise doc.fail(("disk", index, "path"), f"{rule.path!r}: $DOCKER_ROOT, $WORKSPACE or an absolute path")
+    for index, endpoint in enumerate(health.endpoints):
+        if not re.match(r"^https?://[^/\s]+", endpoint.url):
+            raise doc.fail(("endpoints", index, "url"), f"{endpoint.url!r} is not an http(s) URL")

@@ -1,5 +1,6 @@
 """Errors that the command-line boundary turns into one stderr line, and the exit codes (one place):
-0 passed, 1 tests (or a tool) failed, 2 bad input, 3 the CI's own setup failed before any test ran."""
+0 passed, 1 tests (or a tool) failed, 2 bad input, 3 the CI's own setup failed before any test ran
+(or the machine failed the run: ci.outcome), 130 cancelled (SIGINT or SIGTERM)."""
 
 from enum import IntEnum
 
@@ -9,6 +10,8 @@ class ExitCode(IntEnum):
     FAILED = 1  # a test failed, or a tool did (pull, start)
     USAGE = 2  # bad input: a flag, a config file
     INFRASTRUCTURE = 3  # install, warm-up or the import proof failed: no test file ran, none failed
+    # (also: preflight, smoke test, pull, container start, a lost container, a GPU hang: ci.outcome)
+    CANCELLED = 130  # interrupted: SIGINT or SIGTERM (a cancelled workflow); never retried
 
 
 class UserError(Exception):

@@ -1,6 +1,7 @@
-"""One CI stage end to end: plan, pull the image (LAN first), GPU hygiene, start the container,
-install the checkout in it (ci.install), run the partition's files (ci.runner), stop it whatever
-happens, write the reports, and exit with the code the results give (3: the install failed)."""
+"""One CI stage end to end: plan, preflight (ci.preflight), pull the image (LAN first), GPU hygiene,
+start the container, install the checkout in it (ci.install), the collective smoke test of a
+multi-GPU job (ci.smoke), run the partition's files (ci.runner), stop it whatever happens, write the
+reports, and exit with the code of the failure class (ci.outcome: 3 infrastructure, 130 cancelled)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from ci import github, gpu, install, pull, registry
+import docker.errors
+import requests
+
+from ci import github, gpu, health, install, pull
 from ci.config import OVERRIDE_ENV, Config
-from ci.container import Containers, HostView, build_spec, exec_env
+from ci.container import (
+    Containers,
+    HostView,
+    Terminated,
+    build_spec,
+    exec_env,
+    sigterm_raises,
+)
 from ci.durations import NO_DURATIONS, Durations, record_json
-from ci.errors import ExitCode, UserError
+from ci.errors import ToolFailure, UserError
 from ci.history import drift_markdown, run_record, stage_drift, warning_lines
 from ci.known_issues import touching
+from ci.outcome import JUNIT_PROPERTY, JUNIT_REASON, FailureClass, Outcome, classify
 from ci.plan import StagePlan, job_chart
-from ci.report import summary_markdown, verdict, write_reports
+from ci.report import counts, summary_markdown, write_reports
 from ci.runner import FileResult, PlannedFile, RunPlan, read_results
+from ci.smoke import run_smoke
 from ci.thresholds import LOG_ENV, read_records
 
 
@@ -106,34 +119,25 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     installed = None
     (report_dir / "install.json").unlink(missing_ok=True)
     outcome = None
+    checked = smoked = None  # the preflight's report, the smoke test's result
+    infra = cancelled = lost = None  # reasons that decide the failure class (ci.outcome)
+    client = None
     if files:
-        client = registry.connect(config.pull.probe_timeout_s)
-        image = plan.images[0] if plan.image_overridden else None
-        with github.group("image", env, out):
-            outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
-        containers = Containers(client, config.container, out)
-        with github.group("GPU hygiene", env, out):
-            gpu.gpu_clean(config.container, client, out)
-        spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
-        with containers.running(spec, env) as started:
-            installed = install.install_checkout(config, containers, arch, install.target_of(started, config, str(outcome.image), outcome.digest),
-                                                 env, out)
-            (report_dir / "install.json").write_text(installed.to_json())
-            if installed.ok:
-                watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
-                watchdog.daemon = True
-                watchdog.start()
-                try:
-                    runner_env = {**exec_env(config.container, arch),
-                                  LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
-                    if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
-                        runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
-                    runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
-                                                  runner_env, workdir, getattr(out, "buffer", None))
-                finally:
-                    watchdog.cancel()
-    results = _results(report_dir, run_plan, runner_code, installed)
-    write_reports(report_dir, run_plan.stage, results, disabled, {})
+        try:
+            with sigterm_raises():  # a cancelled workflow's SIGTERM still leaves reports
+                client, no_engine = health.connect(config)
+                checked = health.stage_preflight(config, arch, health.job_gpus(plan), str(options.workspace), env,
+                                                 health.engine_host(client, config), out)
+                infra = f"preflight failed: {checked.failure}" if not checked.ok else no_engine
+                if not infra:
+                    outcome, installed, runner_code, smoked, lost = _execute(
+                        config, plan, run_plan, options, env, today, out, client, arch, variant, report_dir, workdir)
+                    infra = smoked.reason if smoked and not smoked.ok else None
+        except ToolFailure as exc:  # pull, hygiene, container start: the machine's failure, not the tests'
+            infra = str(exc).splitlines()[0]
+        except (KeyboardInterrupt, Terminated) as exc:
+            cancelled = f"interrupted ({'SIGINT' if isinstance(exc, KeyboardInterrupt) else 'SIGTERM'})"
+    results = _results(report_dir, run_plan, runner_code, installed, infra or cancelled)
     record = run_record(plan, run_plan.stage, results, str(outcome.image) if outcome else "",
                         (outcome.digest or "") if outcome else "", env, dt.datetime.now(dt.timezone.utc),
                         plan.rocm or config.images.rocm)
@@ -141,16 +145,24 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     drifting = stage_drift(config, options.history, record)
     for warning in warning_lines(drifting, github.in_actions(env)):
         print(warning, file=out)
-    code, line = verdict(results)
     notes = [*known_issue_notes(config, arch.name, [f.path.split("::", 1)[0] for f in files], today), *plan.warnings]
     if runner_code not in (None, 0, 1):
         notes.append(f"the runner itself exited with {runner_code}")
-        code = 1
     if installed is not None and not installed.ok:  # not the tests' fault: a class of its own
-        code, line = ExitCode.INFRASTRUCTURE, f"INFRASTRUCTURE FAILURE: {installed.failure}; no test file ran"
+        infra = f"{installed.failure}; no test file ran"
+    stuck = (health.stuck_gpu(config, health.engine_host(client, config))
+             if any(r.status == "timeout" for r in results) and not (infra or cancelled or lost) else None)
+    judged = classify(health.attempted(results), config.health.classify.gpu_hang_exit_codes, infrastructure=infra,
+                      cancelled=cancelled, stuck_gpu=stuck, lost_container=lost)
+    if runner_code not in (None, 0, 1) and judged.failure_class is FailureClass.PASSED:
+        judged = Outcome(FailureClass.TEST, f"the runner itself exited with {runner_code}")
+    code, line = judged.exit_code, judged.verdict(counts(results))
+    write_reports(report_dir, run_plan.stage, results, disabled, {},
+                  {JUNIT_PROPERTY: judged.failure_class.value, JUNIT_REASON: judged.reason})
+    health.publish(judged, env)
+    sections = [part.markdown() for part in (checked, installed, smoked) if part is not None]
     summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled,
-                               read_records(report_dir / "thresholds.jsonl"), notes,
-                               [installed.markdown()] if installed else [], line)
+                               read_records(report_dir / "thresholds.jsonl"), notes, sections, line)
     summary += "".join(f"\n{drift_markdown(drifting)}" if drifting else "")
     summary += "".join(f"\n### Partitions: {j.job.suite}\n\n{job_chart(plan, j)}\n" for j in plan.jobs)
     (report_dir / "summary.md").write_text(summary)
@@ -158,6 +170,47 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     print(f"reports: {report_dir} (junit.xml, durations.json, summary.md{', install.json' if installed else ''})", file=out)
     print(f"{run_plan.stage}: {line}", file=out, flush=True)
     return code
+
+
+def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageOptions, env: Mapping[str, str],
+             today: dt.date, out: TextIO, client, arch, variant: str, report_dir: Path, workdir: str):
+    """Pull, hygiene, container, install, smoke test (multi-GPU jobs), the runner. Returns the pull
+    outcome, the install result, the runner's exit code, the smoke result and a lost container."""
+    installed = smoked = runner_code = lost = None
+    image = plan.images[0] if plan.image_overridden else None
+    with github.group("image", env, out):
+        outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
+    containers = Containers(client, config.container, out)
+    with github.group("GPU hygiene", env, out):
+        gpu.gpu_clean(config.container, client, out)
+    spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
+    with containers.running(spec, env) as started:
+        installed = install.install_checkout(config, containers, arch, install.target_of(started, config, str(outcome.image), outcome.digest),
+                                             env, out)
+        (report_dir / "install.json").write_text(installed.to_json())
+        gpus = health.job_gpus(plan)
+        if installed.ok and gpus >= config.health.smoke.min_gpus:
+            with github.group("collective smoke test", env, out):
+                smoked = run_smoke(containers, config.health.smoke, gpus, exec_env(config.container, arch), out)
+                print(f"smoke test: {smoked.reason}", file=out, flush=True)
+        if installed.ok and (smoked is None or smoked.ok):
+            watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                runner_env = {**exec_env(config.container, arch),
+                              LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
+                if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
+                    runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
+                try:
+                    runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
+                                                  runner_env, workdir, getattr(out, "buffer", None))
+                except (docker.errors.APIError, ToolFailure, requests.RequestException) as exc:
+                    lost = f"the exec of the runner failed ({type(exc).__name__}: {str(exc)[:160]})"
+                lost = lost or health.lost_container(containers)
+            finally:
+                watchdog.cancel()
+    return outcome, installed, runner_code, smoked, lost
 
 
 def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.date) -> list[str]:
@@ -171,11 +224,13 @@ def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.dat
 
 
 def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None,
-             installed: install.InstallResult | None = None) -> list[FileResult]:
+             installed: install.InstallResult | None = None, stopped: str | None = None) -> list[FileResult]:
     try:
         return read_results(report_dir)
     except (OSError, json.JSONDecodeError, KeyError):
         why = "nothing to run" if runner_code is None else f"the runner left no results (exit code {runner_code})"
         if installed is not None and not installed.ok:
             why = f"not run: {installed.failure}"
+        elif stopped:
+            why = f"not run: {stopped}"
         return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]

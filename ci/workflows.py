@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ci.config import ROCM_ENV, Config, StageSpec
+from ci.outcome import OUTPUT_NAME
 
 HEADER = ("# Rendered by `invoke workflows` from config/*.yaml; edit config, not this file.\n"
           "# LOCAL_DOCKER_REGISTRY is set in each self-hosted runner's environment (its .env file):\n"
@@ -24,6 +25,8 @@ NEEDS_ENV = "NEEDS_JSON"
 CACHE_RESTORE, CACHE_SAVE = "actions/cache/restore@v4", "actions/cache/save@v4"
 UPLOAD, DOWNLOAD = "actions/upload-artifact@v4", "actions/download-artifact@v4"
 DURATIONS_OUTPUT = "durations"
+# The retry rule: the stage step's id, its failure-class output (ci.outcome), the retry step's id.
+STAGE_STEP, FAILURE_OUTPUT, RETRY_STEP = "stage", OUTPUT_NAME, "retry"
 
 
 def _expr(text: str) -> str:
@@ -148,7 +151,6 @@ def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
 
 def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -> dict[str, Any]:
     pr = not stage.nightly
-    wf = config.workflows
     entry = f"{ROUTE}['{suite}']"
     session = stage.name.replace("-", "_")
     gate = f"!cancelled() && needs.route.result == 'success' && {entry}.run"
@@ -164,21 +166,40 @@ def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -
         "steps": [
             *_checkout_steps(config, pr=pr),
             *_stage_store_steps(config),
-            {"name": "Run the stage", "env": {
-                **_registry_login_env(),
-                "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
-                "AMD_CI_IMAGE": _expr("inputs.image"),
-                ROCM_ENV: _expr(f"inputs.rocm_version || '{config.workflows.nightly_test_rocm if stage.nightly else config.workflows.pr_test_rocm}'"),
-             },
-             "run": (f"nox -f {wf.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
-                     f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
-                     + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''")
-                     + _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true' && "
-                             f"' --durations {config.durations.store_path}' || ''"))},
-            {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
+            *_stage_steps(config, stage, suite, session, entry),
             _upload_record(config, suite),
         ],
     }
+
+
+def _stage_steps(config: Config, stage: StageSpec, suite: str, session: str, entry: str) -> list[dict[str, Any]]:
+    """The stage, its stop, and the retry rule (ci.outcome): the stage step writes its failure
+    class to $GITHUB_OUTPUT and may fail without failing the job yet; an infrastructure failure
+    runs the very same step once more (its result is the job's), anything else ends the job with
+    the first run's own exit code. Tests are never retried; a cancelled run is not retried."""
+    env = {
+        **_registry_login_env(),
+        "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
+        "AMD_CI_IMAGE": _expr("inputs.image"),
+        ROCM_ENV: _expr(f"inputs.rocm_version || '{config.workflows.nightly_test_rocm if stage.nightly else config.workflows.pr_test_rocm}'"),
+    }
+    run = (f"nox -f {config.workflows.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
+           f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
+           + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''")
+           + _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true' && "
+                   f"' --durations {config.durations.store_path}' || ''"))
+    first = f"steps.{STAGE_STEP}.outputs.{FAILURE_OUTPUT}"
+    return [
+        {"id": STAGE_STEP, "name": "Run the stage", "continue-on-error": True, "env": env, "run": run},
+        {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
+        {"id": RETRY_STEP, "name": "Run the stage again (infrastructure failure)",
+         "if": _expr(f"!cancelled() && {first} == 'infrastructure'"), "env": env, "run": run},
+        {"name": "Stop the container after the retry", "if": _expr(f"always() && steps.{RETRY_STEP}.outcome != 'skipped'"),
+         "run": _invoke(config, "stop-container")},
+        {"name": "Fail on the stage's result (not retried)",
+         "if": _expr(f"!cancelled() && steps.{STAGE_STEP}.outcome == 'failure' && {first} != 'infrastructure'"),
+         "env": {"FAILURE_CLASS": _expr(first)}, "run": _invoke(config, 'verdict --failure-class "$FAILURE_CLASS"')},
+    ]
 
 
 def _finish_job(config: Config, jobs: list[str]) -> dict[str, Any]:

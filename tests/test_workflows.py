@@ -331,3 +331,78 @@ def test_the_route_step_plans_on_a_restored_store_and_says_so(tmp_path, sglang_c
     after = json.loads(outputs["jobs"])
     assert before[suite]["total"] < after[suite]["total"] == len(files)
     assert {k: v for k, v in after.items() if k != suite} == {k: v for k, v in before.items() if k != suite}
+
+
+# --- the retry rule: one more run of a stage step that failed for infrastructure, none for tests ---
+def _if_value(expression: str, steps: dict, cancelled: bool = False) -> bool:
+    """Our stage jobs' step conditions, evaluated as Actions would: `steps.X.outputs.Y`,
+    `steps.X.outcome`, always(), cancelled(), ==, !=, &&, ||, !."""
+    text = re.fullmatch(r"\$\{\{ (.*) \}\}", expression).group(1)
+    text = re.sub(r"steps\.(\w+)\.outputs\.(\w+)", lambda m: repr(steps.get(m.group(1), {}).get("outputs", {}).get(m.group(2), "")), text)
+    text = re.sub(r"steps\.(\w+)\.outcome", lambda m: repr(steps.get(m.group(1), {}).get("outcome", "skipped")), text)
+    text = text.replace("always()", "True").replace("!cancelled()", repr(not cancelled)).replace("cancelled()", repr(cancelled))
+    text = text.replace("&&", " and ").replace("||", " or ").replace("!=", " <> ").replace("!", " not ").replace("<>", "!=")
+    return bool(eval(text, {}, {}))  # noqa: S307 - our own expressions, with values we put in
+
+
+def simulate(job: dict, first_class: str, first_code: int, retry_code: int = 0, cancelled: bool = False) -> dict:
+    """Run the job's steps after the checkouts: the stage exits with first_code and writes
+    first_class; a retry exits with retry_code; the verdict step exits with the class's code."""
+    from ci.outcome import FailureClass
+    steps, ran, failed = {}, [], False
+    for step in job["steps"]:
+        if "run" not in step:
+            continue
+        condition = step.get("if", "${{ success() }}")
+        go = (not failed and not cancelled) if condition == "${{ success() }}" else _if_value(condition, steps, cancelled)
+        if not go:
+            continue
+        ran.append(step.get("id") or step["name"])
+        if step.get("id") == "stage":
+            code, outputs = first_code, {"failure_class": first_class}
+        elif step.get("id") == "retry":
+            code, outputs = retry_code, {}
+        elif "verdict" in step["run"]:
+            code, outputs = (FailureClass(first_class).exit_code if first_class else 1), {}
+        else:
+            code, outputs = 0, {}
+        outcome = "success" if code == 0 else "failure"
+        steps[step.get("id", step["name"])] = {"outcome": outcome, "outputs": outputs}
+        failed = failed or (code != 0 and not step.get("continue-on-error"))
+    return {"ran": ran, "job": "failure" if failed else "success"}
+
+
+STAGE_JOBS = [(path, name) for path in (PR_TEST, NIGHTLY_TEST) for name in load(path)["jobs"]
+              if name not in ("route", "finish", "durations")]
+
+
+@pytest.mark.parametrize("path, name", STAGE_JOBS[:3] + STAGE_JOBS[-2:], ids=lambda v: getattr(v, "name", v))
+def test_the_stage_step_is_retried_once_on_infrastructure_and_never_on_tests(path, name):
+    job = load(path)["jobs"][name]
+    by_id = {s.get("id"): s for s in job["steps"] if s.get("id")}
+    first, retry = by_id["stage"], by_id["retry"]
+    assert first["continue-on-error"] is True and retry["run"] == first["run"] and retry["env"] == first["env"]
+    assert retry["if"] == "${{ !cancelled() && steps.stage.outputs.failure_class == 'infrastructure' }}"
+    stop = "Stop the container"
+    # infrastructure, then a pass: the job passes; infrastructure twice: it fails (one retry only)
+    assert simulate(job, "infrastructure", 3, retry_code=0) == {
+        "ran": ["stage", stop, "retry", "Stop the container after the retry"], "job": "success"}
+    assert simulate(job, "infrastructure", 3, retry_code=3)["job"] == "failure"
+    # a test failure: no retry, and the job fails with the first run's own code
+    test = simulate(job, "test", 1)
+    assert "retry" not in test["ran"] and test["ran"][-1] == "Fail on the stage's result (not retried)" and test["job"] == "failure"
+    # a pass or a flaky pass: nothing more
+    assert simulate(job, "passed", 0) == {"ran": ["stage", stop], "job": "success"}
+    assert simulate(job, "flaky", 0)["job"] == "success"
+    # a stage that died before classifying itself still fails the job
+    assert simulate(job, "", 1)["job"] == "failure"
+    # cancelled: no retry
+    assert "retry" not in simulate(job, "cancelled", 130, cancelled=True)["ran"]
+
+
+def test_invoke_verdict_exits_with_the_class_code():
+    assert run_door("invoke", "verdict", "--failure-class", "test").code == 1
+    assert run_door("invoke", "verdict", "--failure-class", "cancelled").code == 130
+    assert run_door("invoke", "verdict").code == 1
+    bad = run_door("invoke", "verdict", "--failure-class", "nope")
+    assert bad.code == 2 and bad.err.startswith("error: --failure-class 'nope': allowed: passed, flaky, test")
