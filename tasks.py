@@ -1,5 +1,7 @@
 """invoke tasks: a menu over the ci library. Each task parses its arguments and calls one function."""
 
+import sys
+
 from invoke import task
 
 from ci import cli, commands
@@ -60,7 +62,7 @@ def start_container(c, arch=None, variant="default", image=None, gpu_clean=True)
 @task(name="exec", help={"arch": "runner arch (default: detected)"})
 def exec_(c, arch=None):
     """Run the command after -- in the CI container with the CI env; exits with its exit code."""
-    cli.run(commands.exec_command, c.remainder, arch=arch)
+    cli.run(commands.exec_command, cli.argv_after_dashes(sys.argv), arch=arch)  # c.remainder loses quoting
 
 
 @task(name="stop-container")
@@ -79,7 +81,7 @@ def gpu_clean(c):
                                  "host": "run on this host instead of in the container"})
 def kernel_tests(c, arch=None, host=False):
     """pytest on sgl_kernel_tests/ with arch-aware known issues and JUnit XML; -- passes pytest args."""
-    cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host)
+    cli.run(commands.kernel_tests_command, cli.argv_after_dashes(sys.argv), arch=arch, host=host)
 
 
 @task(name="build-image", help={"arch": "runner arch (default: detected)", "rocm": "ROCm version",

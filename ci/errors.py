@@ -16,3 +16,16 @@ class ToolFailure(Exception):
     """An operation that failed for a reason outside the user's input (exit code 1)."""
 
     exit_code = 1
+
+
+class ExitCodeUnknown(ToolFailure):
+    """A command whose exit code the engine did not record (or that still ran after the wait):
+    a failure, never a pass."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a cancelled CI job gets after SIGINT), raised like KeyboardInterrupt so that
+    `finally` blocks run, the container stops and reports are written."""
+
+    signal_name = "SIGTERM"
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it

@@ -113,7 +113,7 @@ def test_every_job_of_the_cadence_has_a_gated_job_with_a_cleanup_step(path):
             steps = job["steps"]
             assert f"-s {stage.name.replace('-', '_')} -- " in steps[-2]["run"] and f"--suite {suite.suite} " in steps[-2]["run"]
             assert steps[-1] == {"name": "Stop the container", "if": "${{ always() }}",
-                                 "run": "invoke --search-root sgl-ci stop-container"}
+                                 "run": 'invoke --search-root "$SGL_CI_HOME" stop-container'}
             assert set(job["needs"]) == {"route"} | earlier
             assert f"fromJSON(needs.route.outputs.jobs)['{suite.suite}'].run" in job["if"]
             assert ("bypass_fastfail == 'true' || !contains(needs.*.result, 'failure')" in job["if"]) == bool(earlier)
@@ -159,8 +159,8 @@ def replay_route(path, tmp_path, checkout, event, runner_arch, labels=""):
     output.unlink(missing_ok=True)
     env = base_env(GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(output), GITHUB_EVENT_NAME=event,
                    GITHUB_WORKSPACE=str(checkout), RUNNER_ARCH_INPUT=runner_arch or "", TARGET_INPUT="",
-                   PR_LABELS=labels)
-    line = re.sub(r"\$\{\{.*?\}\}", "", step["run"]).replace("--search-root sgl-ci", f"--search-root {ROOT}")
+                   PR_LABELS=labels, SGL_CI_HOME=str(ROOT))  # what the setup action exports
+    line = re.sub(r"\$\{\{.*?\}\}", "", step["run"])
     done = subprocess.run(["bash", "-c", line], env=env, cwd=checkout, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return dict(line.split("=", 1) for line in output.read_text().splitlines()), done.stdout
