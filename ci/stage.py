@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from ci import github, gpu, pull, registry
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env
-from ci.errors import UserError
+from ci.errors import ExitCodeUnknown, Terminated, UserError
 from ci.known_issues import touching
 from ci.partition import read_durations
 from ci.plan import StagePlan
-from ci.report import summary_markdown, verdict, write_reports
-from ci.runner import FileResult, PlannedFile, RunPlan, read_results
-from ci.thresholds import LOG_ENV, read_records
+from ci.report import durations, junit_xml, summary_markdown, verdict
+from ci.runner import FileResult, PlannedFile, RunPlan
+from ci.inputs import InputProblem, read_text
+from ci.schema import MAX_CONFIG_BYTES
+from ci.secrets import scrub
+from ci.secrets import values as secret_values
+from ci.thresholds import LOG_ENV
+from ci.untrusted import UnsafePath, read_under, records_from_text, results_from_text, write_under
 
 
 
@@ -97,46 +103,131 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         arch=arch.name,
         kill_grace_s=plan.stage.kill_grace_s,
     )
-    run_plan.dump(report_dir / "plan.json")
+    write_under(options.workspace, report_dir / "plan.json", json.dumps(asdict(run_plan), indent=1))
     (report_dir / "results.json").unlink(missing_ok=True)
     (report_dir / "thresholds.jsonl").unlink(missing_ok=True)
-    runner_code = None
-    if files:
-        client = registry.connect(config.pull.probe_timeout_s)
-        image = plan.images[0] if plan.image_overridden else None
-        with github.group("image", env, out):
-            outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
-        containers = Containers(client, config.container, out)
-        with github.group("GPU hygiene", env, out):
-            gpu.gpu_clean(config.container, client, out)
-        spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
-        with containers.running(spec, env):
-            watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
-            watchdog.daemon = True
-            watchdog.start()
-            try:
-                runner_env = {**exec_env(config.container, arch),
-                              LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
-                if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
-                    runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
-                runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
-                                              runner_env, workdir, getattr(out, "buffer", None))
-            finally:
-                watchdog.cancel()
-    results = _results(report_dir, run_plan, runner_code)
-    write_reports(report_dir, run_plan.stage, results, disabled, read_durations(options.durations))
-    code, line = verdict(results)
-    notes = [*known_issue_notes(config, arch.name, [f.path for f in files], today), *plan.warnings]
-    if runner_code not in (None, 0, 1):
-        notes.append(f"the runner itself exited with {runner_code}")
-        code = 1
-    summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled,
-                               read_records(report_dir / "thresholds.jsonl"), notes)
-    (report_dir / "summary.md").write_text(summary)
-    github.append_summary(summary, env)
-    print(f"reports: {report_dir} (junit.xml, durations.json, summary.md)", file=out)
-    print(f"{run_plan.stage}: {line}", file=out, flush=True)
-    return code
+    report = _Report(config, plan, options, env, today, out, run_plan, files, disabled)
+    try:
+        if files:
+            client = registry.connect(config.pull.probe_timeout_s)
+            image = plan.images[0] if plan.image_overridden else None
+            with github.group("image", env, out):
+                outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
+            containers = Containers(client, config.container, out)
+            with github.group("GPU hygiene", env, out):
+                gpu.gpu_clean(config.container, client, out)
+            spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
+            with containers.running(spec, env):
+                watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    runner_env = {**exec_env(config.container, arch),
+                                  LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
+                    if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
+                        runner_env[OVERRIDE_ENV] = _override_inside(options.workspace, report_dir, env[OVERRIDE_ENV], workdir)
+                    report.runner_code = containers.exec(
+                        ["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
+                        runner_env, workdir, getattr(out, "buffer", None))
+                except ExitCodeUnknown as exc:
+                    report.notes.append(str(exc))
+                except (KeyboardInterrupt, Terminated) as exc:
+                    report.write(interrupted=exc)  # before the stop: a cancelled job may be killed during it
+                    raise
+                finally:
+                    watchdog.cancel()
+    except (KeyboardInterrupt, Terminated) as exc:
+        if not report.written:
+            report.write(interrupted=exc)
+        raise
+    return report.write()
+
+
+def _override_inside(workspace: Path, report_dir: Path, override: str, workdir: str) -> str:
+    """The config override as the container reads it: a copy of what the host read, in the report
+    folder (the host never reads back a file the container could have changed)."""
+    copy = report_dir / "config-override.yaml"
+    try:
+        text = read_text(override, MAX_CONFIG_BYTES)
+    except InputProblem as problem:
+        raise UserError(f"{OVERRIDE_ENV}={override}: cannot read it: {problem}") from None
+    write_under(workspace, copy, text)
+    return container_path(workspace, copy, workdir)
+
+
+@dataclass
+class _Report:
+    """The stage's reports from what the runner left: JUnit, durations, summary, the verdict."""
+
+    config: Config
+    plan: StagePlan
+    options: StageOptions
+    env: Mapping[str, str] = field(repr=False)
+    today: dt.date
+    out: TextIO
+    run_plan: RunPlan
+    files: tuple[PlannedFile, ...]
+    disabled: list
+    runner_code: int | None = None
+    notes: list[str] = field(default_factory=list)
+    written: bool = False
+
+    def write(self, interrupted: BaseException | None = None) -> int:
+        blocked = _block_signals() if interrupted is not None else set()  # a second signal must not cut the reports short
+        try:
+            return self._write(interrupted)
+        finally:
+            self.written = True
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+    def _write(self, interrupted: BaseException | None) -> int:
+        workspace, report_dir, arch = self.options.workspace, self.options.report_dir, self.plan.resolution.arch
+        hidden = secret_values(self.env)
+        why_stopped = f"interrupted by {getattr(interrupted, 'signal_name', 'SIGINT')}" if interrupted is not None else ""
+        results = _results(workspace, report_dir, self.run_plan, self.runner_code, self.notes, why_stopped)
+        if why_stopped:
+            for result in results:
+                if result.status == "not-run" and not result.reason:
+                    result.reason = f"{why_stopped} before it ran to an end"
+        for result in results:  # what test output said goes into reports: never a secret
+            result.reason = scrub(result.reason, hidden)
+            for attempt in result.attempts:
+                attempt.reason = scrub(attempt.reason, hidden)
+        write_under(workspace, report_dir / "junit.xml", junit_xml(self.run_plan.stage, results, self.disabled))
+        write_under(workspace, report_dir / "durations.json",
+                    json.dumps(durations(results, read_durations(self.options.durations)), indent=1))
+        code, line = verdict(results)
+        plain_line = line
+        notes = [*known_issue_notes(self.config, arch.name, [f.path for f in self.files], self.today),
+                 *self.plan.warnings, *self.notes]
+        if why_stopped:
+            notes.insert(0, f"**INTERRUPTED**: {why_stopped}; files not run to an end are marked not run")
+            code, line = 1, f"INTERRUPTED ({why_stopped}): " + line.split(": ", 1)[-1]
+        if self.runner_code not in (None, 0, 1):
+            notes.append(f"the runner itself exited with {self.runner_code}")
+            code = 1
+        if self.notes:
+            code = 1  # the runner's results or exit code could not be trusted
+        records, malformed = _records(workspace, report_dir / "thresholds.jsonl")
+        if malformed:
+            notes.append(f"{malformed} malformed threshold record(s) left out")
+        summary = summary_markdown(f"{self.run_plan.stage} on {arch.name}", results, self.disabled, records, notes)
+        summary = scrub(summary.replace(f"**{plain_line}**", f"**{line}**", 1), hidden)  # the headline says interrupted
+        write_under(workspace, report_dir / "summary.md", summary)
+        github.append_summary(summary, self.env)
+        print(f"reports: {report_dir} (junit.xml, durations.json, summary.md)", file=self.out)
+        print(f"{self.run_plan.stage}: {line}", file=self.out, flush=True)
+        return code
+
+
+def _block_signals() -> set[int]:
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    except (ValueError, OSError):
+        return set()
+    return wanted
 
 
 def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.date) -> list[str]:
@@ -149,9 +240,29 @@ def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.dat
     return notes
 
 
-def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None) -> list[FileResult]:
+def _results(workspace: Path, report_dir: Path, run_plan: RunPlan, runner_code: int | None,
+             problems: list[str], stopped: str = "") -> list[FileResult]:
+    """The runner's results, read without following links and checked field by field; anything
+    missing or malformed reports every file as not run (and the stage as failed)."""
+    if stopped:
+        why = f"{stopped} before it ran"
+    elif runner_code is None and not problems:
+        why = "nothing to run"
+    else:
+        why = f"the runner left no results (exit code {runner_code})"
     try:
-        return read_results(report_dir)
-    except (OSError, json.JSONDecodeError, KeyError):
-        why = "nothing to run" if runner_code is None else f"the runner left no results (exit code {runner_code})"
-        return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
+        text = read_under(workspace, report_dir / "results.json")
+        if text is not None:
+            return results_from_text(text)
+    except (UnsafePath, ValueError) as exc:
+        problems.append(f"the runner's results could not be read: {exc}")
+        why = "the runner's results could not be read"
+    return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
+
+
+def _records(workspace: Path, path: Path) -> tuple[list, int]:
+    try:
+        text = read_under(workspace, path)
+    except UnsafePath:
+        return [], 1
+    return records_from_text(text) if text else ([], 0)
