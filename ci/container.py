@@ -22,7 +22,7 @@ from ci import procs
 from ci.config import ArchSpec, ContainerConfig, DeviceSpec, MountSpec, VariantSpec
 from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, UserError
 from ci.secrets import ScrubbingSink, exec_secrets
-from ci.toolkit import toolkit_home
+from ci.toolkit import exposed_by, toolkit_home
 
 TOOLKIT = toolkit_home()  # the installed toolkit (outside every read-write mount), mounted read-only
 LABEL = "sgl-ci"
@@ -146,6 +146,10 @@ def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str
         else:
             raise ToolFailure(f"required mount source {source} is missing on this host")
 
+    exposed = exposed_by(mounts, Path(host.toolkit))
+    if exposed:  # nothing the container can write may be run on the host afterwards
+        raise ToolFailure(f"{exposed[0]} is inside the read-write mount {exposed[1]}: code under test could rewrite "
+                          "what the host runs next; install the toolkit outside it (ci/install.py, as CI does)")
     env = {**config.env, **arch.env, "SGL_CI_ARCH": arch.name}
     return ContainerSpec(
         name=config.name,
