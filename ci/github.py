@@ -85,7 +85,7 @@ def needs_verdict(needs_json: str) -> tuple[int, list[str]]:
 
     try:
         needs = json.loads(needs_json)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return 1, ["the jobs' results could not be read"]
     if not isinstance(needs, dict) or not all(isinstance(v, dict) for v in needs.values()):
         return 1, ["the jobs' results could not be read"]

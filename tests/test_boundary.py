@@ -236,3 +236,10 @@ def test_tree_problems_are_one_grouped_report_exit_2(workspace):
     assert done.code == 2 and "Traceback" not in done.err
     assert "has 3 problem(s)" in done.err and "not UTF-8 text" in done.err and "no-such-suite" in done.err
     assert "without an executable __main__" in done.err  # every problem at once, grouped
+
+
+def test_unreadable_job_results_fail_the_finish_job_without_a_traceback():
+    for needs in ("[" * 100000, "not json", '{"route": 1}', ""):
+        done = run_door("invoke", "finish", env=base_env(NEEDS_JSON=needs))
+        assert done.code == 1 and "the jobs' results could not be read" in done.out  # unknown = failed
+        assert "Traceback" not in done.err
