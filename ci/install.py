@@ -1,9 +1,6 @@
-"""Install this toolkit for a CI job outside every folder the CI container can write: a copy of the
-source under HOME/src (read-only), a virtualenv under HOME/venv with the toolkit installed into it
-non-editable; then $SGL_CI_HOME and PATH point later steps at them. Stdlib only (it runs first).
-
-    python3 ci/install.py --home "$RUNNER_TEMP/sgl-ci"      (what the setup action runs)
-"""
+"""Install this toolkit for a CI job outside every folder the CI container can write: a read-only
+copy (HOME/src) and a virtualenv (HOME/venv) with the toolkit installed non-editable; then
+$SGL_CI_HOME and PATH point later steps at them. Stdlib only: `python3 ci/install.py --home DIR`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""What the host reads back from, and writes into, the workspace the CI container can write: no
-link is followed below the workspace (a link planted by test code cannot make the host read its
-secrets or overwrite its files), no FIFO is waited on, and the runner's results and threshold
-records are parsed strictly (a malformed entry is a failure said in the summary, not a traceback)."""
+"""What the host reads back from, and writes into, the workspace the CI container can write: no link
+below the workspace is followed, no FIFO waited on, and the runner's results and threshold records
+are parsed strictly (a malformed entry fails the stage with a note, never a traceback)."""
 
 from __future__ import annotations
 

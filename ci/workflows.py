@@ -1,8 +1,6 @@
-"""GitHub workflows rendered from config (`invoke workflows`), so runner labels, timeouts, stages
-and partitions have one home; a test fails when the committed files differ from the rendering.
-Every run step is one nox or invoke call; the arch and labels come from `invoke route`. Actions
-are pinned by SHA, expressions reach run steps only through env, the toolkit is installed outside
-the workspace, and publish jobs run in a protected environment on their own runners."""
+"""GitHub workflows rendered from config (`invoke workflows`): labels, timeouts, stages, partitions,
+action SHAs and secret names have one home; every run step is one nox or invoke call, fed through
+env, running the toolkit installed outside the workspace; publish jobs run apart."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""`invoke exec -- ARGV` runs exactly the argv the user typed (invoke's own remainder joins the
-words with spaces, so `sh -c 'exit 3'` ran `exit` alone and returned 0), through the real door
-against a stand-in engine on loopback; the secret reaches the exec only, its output is scrubbed,
-and an exit code the engine never recorded is a failure."""
+"""`invoke exec -- ARGV` runs exactly the argv typed, through the real door against a stand-in engine
+on loopback (invoke's remainder joined the words: `sh -c 'exit 3'` returned 0); the secret reaches
+the exec only, its output is scrubbed, and an exit code never recorded is a failure."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Property tests at the boundary: generated YAML (random and mutated real config), registrations
-and arguments go through the loader, discovery and the argument parsers inside `cli.run`, the
-door's own boundary. Each example ends in success or exit code 2 with one line (a test tree's
+"""Property tests at the door's boundary (`cli.run`): generated YAML, registrations and arguments
+through the loader, discovery and the parsers end in success or exit 2 with one line (a tree's
 problems: one grouped report), never a traceback, never past a second."""
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""A stage's exit code never lies and its reports survive what the container did: SIGTERM/SIGINT
-still write JUnit, durations and summary (before the container stop), marked interrupted; the
-runner's results and records are read strictly and without following links the test code
-planted; secrets never reach a report; `--rocm` reaches the pull. The engine is faked here (the
-real one: tests/test_trust_docker.py)."""
+"""A stage's exit code never lies and its reports survive what the container did: signals still write
+reports first, marked interrupted; results are read strictly and without following planted links;
+secrets never reach a report; `--rocm` reaches the pull. Engine faked (real: test_trust_docker)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Nothing the container can write is ever run on the host: the toolkit is installed outside the
-workspace (under $RUNNER_TEMP in CI), read-only, non-editable into its own virtualenv, and the
-container spec refuses a read-write mount that reaches the toolkit or the Python running it.
-(A real container trying to change those files: tests/test_trust_docker.py.)"""
+workspace, read-only, non-editable into its own virtualenv, and the container spec refuses a
+read-write mount that reaches it (a real container trying: tests/test_trust_docker.py)."""
 
 from __future__ import annotations
 

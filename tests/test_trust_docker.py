@@ -1,7 +1,6 @@
-"""The trust boundaries against a real Docker Engine: a root process in the CI container, with the
-real mounts, cannot change any file the host runs afterwards; secrets (canaries) never show in
-`docker inspect`, reports, the step summary or any output, yet reach the test; `invoke exec`
-runs the argv as typed; a stage stopped by SIGTERM or SIGINT still writes its reports and fails."""
+"""Trust boundaries on a real engine: a root process in the CI container cannot change what the host
+runs; canary secrets never show in `docker inspect`, reports or output yet reach the test; exec
+runs the argv as typed; a stage stopped by SIGTERM or SIGINT writes its reports and fails."""
 
 from __future__ import annotations
 
