@@ -22,7 +22,7 @@ from ci.partition import parse_partition, read_durations
 from ci.plan import BudgetProblems, build_plan, load_tree, normalize_durations, plan_job, render_plan
 from ci.routing import arches_for_event, render_route, route, route_outputs
 from ci.suites import TreeCheck, TreeScan, select
-from ci.stage import StageOptions, partition_label, run_stage
+from ci.stage import StageOptions, container_path, partition_label, run_stage
 
 
 def _env() -> Mapping[str, str]:
@@ -148,6 +148,7 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
             print(line)
         return 0
     report_dir = Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan)
+    container_path(workspace, report_dir, config.container.workdir)  # under the workspace, before anything is made
     try:
         check_output_dir(report_dir)
     except InputProblem as problem:

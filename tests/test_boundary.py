@@ -243,3 +243,11 @@ def test_unreadable_job_results_fail_the_finish_job_without_a_traceback():
         done = run_door("invoke", "finish", env=base_env(NEEDS_JSON=needs))
         assert done.code == 1 and "the jobs' results could not be read" in done.out  # unknown = failed
         assert "Traceback" not in done.err
+
+
+def test_a_report_dir_outside_the_workspace_is_refused_before_it_is_made(tmp_path, workspace):
+    outside = tmp_path / "elsewhere" / "reports"
+    done = run_door("nox", "-s", "stage_a", "--", "--arch", "mi300", "--report-dir", str(outside),
+                    env=base_env(GITHUB_WORKSPACE=str(workspace)))
+    one_line_exit_2(done, f"{outside} is not under the workspace")
+    assert not (tmp_path / "elsewhere").exists()  # nothing half-done
