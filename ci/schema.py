@@ -116,8 +116,9 @@ class _Loader(yaml.SafeLoader):
     def construct_yaml_timestamp(self, node):  # type: ignore[override]
         try:
             return super().construct_yaml_timestamp(node)
-        except ValueError as exc:
-            raise ConfigError(f"{self.source}:{node.start_mark.line + 1}: {node.value!r} is not a valid date ({exc}); "
+        except (ValueError, AttributeError) as exc:  # AttributeError: PyYAML on a non-date (`!!timestamp x`)
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise ConfigError(f"{self.source}:{node.start_mark.line + 1}: {node.value!r} is not a valid date{why}; "
                               "allowed: a real date, YYYY-MM-DD") from None
 
 
@@ -145,8 +146,10 @@ def parse_yaml(text: str, source: str) -> Document:
         raise ConfigError(f"{source}{line}: malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise ConfigError(f"{source}: malformed YAML: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors on tagged scalars they cannot read (`!!bool maybe`, `!!int x`)
+        detail = f"{exc.args[0]!r} cannot be read with its tag" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise ConfigError(f"{source}: malformed YAML: {detail or type(exc).__name__}") from None
     return Document(source, data, lines)
 
 

@@ -251,3 +251,10 @@ def test_a_report_dir_outside_the_workspace_is_refused_before_it_is_made(tmp_pat
                     env=base_env(GITHUB_WORKSPACE=str(workspace)))
     one_line_exit_2(done, f"{outside} is not under the workspace")
     assert not (tmp_path / "elsewhere").exists()  # nothing half-done
+
+
+@pytest.mark.parametrize("text, expected", [("k: !!timestamp 'yesterday'\n", "'yesterday' is not a valid date"),
+                                            ("k: !!bool 'maybe'\n", "'maybe' cannot be read with its tag"),
+                                            ("k: !!int 'x'\n", "malformed YAML")])
+def test_tagged_values_yaml_cannot_read(tmp_path, text, expected):
+    one_line_exit_2(run_door("invoke", "plan", "--arch", "mi300", env=base_env(**override(tmp_path, text))), expected)

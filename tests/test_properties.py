@@ -80,6 +80,7 @@ FRAGMENTS = ["images:", "  lookback_days: 7", "  lookback_days: &n 7", "pull: *n
              "known_issues: [{test: x, arches: [mi300], mode: skip, reason: r, link: l, expires: 2026-13-01T99:00:00}]",
              "x: " + "[" * 200 + "]" * 200, "? [a, b]\n: 1", "? {a: 1}\n: 2", "k: !!python/object/apply:os.system [true]",
              "k: !!binary 'not base64!'", "k: !!timestamp 'yesterday'", "k: !!int 'x'", "k: !!float '1e999'",
+             "k: !!bool 'maybe'", "k: !!null 'x'", "k: !!set [1]", "k: !!omap [1]", "k: !!pairs {a: 1}", "k: !!seq x",
              "<<: *a", "---", "--- x", "%YAML 1.1", "\t- x", "images: {registries: {lan: 'u:p@h:1'}}", "pull: {public: {stall_s: .inf}}",
              "arches: {arches: {mi300: {pool: {label: '{gpus.__class__}'}}}}", "k: 0x_1", "k: 1_000", "k: 0o17", "\ufeffk: 1"]
 
