@@ -5,7 +5,7 @@ the exec only, its output is scrubbed, and an exit code never recorded is a fail
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ci.cli import argv_after_dashes
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 CANARY = "hf_exec_canary_0a1b2c3d4e"
 
 
+@settings(database=None)
 @given(before=st.lists(st.text().filter(lambda w: w != "--")), after=st.lists(st.text()))
 def test_the_words_after_the_first_dashes_come_back_exactly(before, after):
     assert argv_after_dashes(["invoke", *before, "--", *after]) == after

@@ -29,7 +29,8 @@ from tests.conftest import CONFIG as CONFIG_DIR
 
 pytestmark = pytest.mark.timeout(600)
 CONFIG = load_config(env={})
-PROPERTY = settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+# No example database: nothing is written into the repository tree.
+PROPERTY = settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 
 def at_the_door(func, *args, **kwargs) -> tuple[int, list[str]]:
@@ -168,7 +169,7 @@ def registration_files(draw):
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=100, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=1000, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(files=st.lists(registration_files(), min_size=1, max_size=4), raw=st.binary(max_size=30))
 def test_any_registrations_through_discovery(files, raw):
     with tempfile.TemporaryDirectory() as folder:

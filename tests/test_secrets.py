@@ -35,7 +35,7 @@ def forms(value: str, prefix: str) -> list[str]:
             base64.urlsafe_b64encode(blob).decode(), base64.b64encode(json.dumps({"auth": prefix + value}).encode()).decode()]
 
 
-@settings(max_examples=300, deadline=1000)
+@settings(max_examples=300, deadline=1000, database=None)
 @given(value=st.text(TOKEN_CHARS, min_size=secrets.MIN_SCRUB_LENGTH, max_size=60),
        prefix=st.text(max_size=5), around=st.text(max_size=30))
 def test_no_form_of_a_secret_survives_scrubbing(value, prefix, around):
@@ -49,7 +49,7 @@ def test_no_form_of_a_secret_survives_scrubbing(value, prefix, around):
             assert not any(c in cleaned for c in core)
 
 
-@settings(max_examples=200, deadline=1000)
+@settings(max_examples=200, deadline=1000, database=None)
 @given(before=st.text(max_size=40), after=st.text(max_size=40), cuts=st.lists(st.integers(0, 200), max_size=8))
 def test_a_secret_split_across_writes_is_still_scrubbed(before, after, cuts):
     data = f"{before}{CANARY}{after}\n".encode()
