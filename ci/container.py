@@ -149,7 +149,7 @@ def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str
     exposed = exposed_by(mounts, Path(host.toolkit))
     if exposed:  # nothing the container can write may be run on the host afterwards
         raise ToolFailure(f"{exposed[0]} is inside the read-write mount {exposed[1]}: code under test could rewrite "
-                          "what the host runs next; install the toolkit outside it (ci/install.py, as CI does)")
+                          "what the host runs next; install the toolkit outside it (ci/setup_toolkit.py, as CI does)")
     env = {**config.env, **arch.env, "SGL_CI_ARCH": arch.name}
     return ContainerSpec(
         name=config.name,

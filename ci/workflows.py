@@ -235,7 +235,7 @@ def setup_action(config: Config) -> dict[str, Any]:
                        "under $RUNNER_TEMP, non-editable; later steps run only that.",
         "runs": {"using": "composite", "steps": [
             {"shell": "bash", "env": {"TOOLKIT_DIR": config.workflows.toolkit_install_dir},
-             "run": 'python3 "$GITHUB_ACTION_PATH/../../../ci/install.py" --home "$RUNNER_TEMP/$TOOLKIT_DIR"'}]},
+             "run": 'python3 "$GITHUB_ACTION_PATH/../../../ci/setup_toolkit.py" --home "$RUNNER_TEMP/$TOOLKIT_DIR"'}]},
     }
 
 

@@ -23,7 +23,7 @@ CONFIG = load_config(env={})
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """ci/install.py as the setup action runs it (offline: dependencies from this Python)."""
+    """ci/setup_toolkit.py as the setup action runs it (offline: dependencies from this Python)."""
     base = tmp_path_factory.mktemp("runner")
     workspace, temp = base / "work" / "sglang", base / "temp"
     (workspace / "test" / "registered").mkdir(parents=True)
@@ -31,7 +31,7 @@ def installed(tmp_path_factory):
         'register_amd_ci(est_time=60, suite="stage-a-test-1-gpu-small-amd")\nimport unittest\n'
         'if __name__ == "__main__":\n    unittest.main()\n')
     github_env, github_path = base / "github_env", base / "github_path"
-    done = subprocess.run([sys.executable, str(ROOT / "ci" / "install.py"), "--home", str(temp / "sgl-ci"), "--no-deps"],
+    done = subprocess.run([sys.executable, str(ROOT / "ci" / "setup_toolkit.py"), "--home", str(temp / "sgl-ci"), "--no-deps"],
                           env=base_env(GITHUB_WORKSPACE=str(workspace), GITHUB_ENV=str(github_env),
                                        GITHUB_PATH=str(github_path)), capture_output=True, text=True, cwd=base)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -96,7 +96,7 @@ def test_the_container_mounts_reach_no_file_the_host_runs(installed):
 def test_install_refuses_a_home_inside_the_workspace(tmp_path):
     workspace = tmp_path / "sglang"
     workspace.mkdir()
-    done = subprocess.run([sys.executable, str(ROOT / "ci" / "install.py"), "--home", str(workspace / "sgl-ci"), "--no-deps"],
+    done = subprocess.run([sys.executable, str(ROOT / "ci" / "setup_toolkit.py"), "--home", str(workspace / "sgl-ci"), "--no-deps"],
                           env=base_env(GITHUB_WORKSPACE=str(workspace)), capture_output=True, text=True)
     assert done.returncode != 0 and "is inside the workspace" in done.stderr and "Traceback" not in done.stderr
     assert not (workspace / "sgl-ci").exists()

@@ -125,7 +125,7 @@ print("PROBE " + json.dumps(report), flush=True)
 def test_code_in_the_container_cannot_change_what_the_host_runs(docker, image, world, tmp_path):
     workspace, override = world
     temp = tmp_path / "runner-temp"
-    done = subprocess.run([sys.executable, str(ROOT / "ci" / "install.py"), "--home", str(temp / "sgl-ci"), "--no-deps"],
+    done = subprocess.run([sys.executable, str(ROOT / "ci" / "setup_toolkit.py"), "--home", str(temp / "sgl-ci"), "--no-deps"],
                           env=base_env(GITHUB_WORKSPACE=str(workspace)), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     home, venv = temp / "sgl-ci" / "src", temp / "sgl-ci" / "venv"

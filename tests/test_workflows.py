@@ -297,7 +297,7 @@ def test_the_toolkit_never_enters_the_workspace():
             first_run = next(i for i, s in enumerate(job["steps"]) if "run" in s)
             assert "Install the CI toolkit outside the workspace" in names[:first_run]
     (step,) = load(SETUP_ACTION)["runs"]["steps"]
-    assert step["run"] == 'python3 "$GITHUB_ACTION_PATH/../../../ci/install.py" --home "$RUNNER_TEMP/$TOOLKIT_DIR"'
+    assert step["run"] == 'python3 "$GITHUB_ACTION_PATH/../../../ci/setup_toolkit.py" --home "$RUNNER_TEMP/$TOOLKIT_DIR"'
     assert step["env"] == {"TOOLKIT_DIR": CONFIG.workflows.toolkit_install_dir}
 
 

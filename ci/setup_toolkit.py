@@ -1,6 +1,6 @@
 """Install this toolkit for a CI job outside every folder the CI container can write: a read-only
 copy (HOME/src) and a virtualenv (HOME/venv) with the toolkit installed non-editable; then
-$SGL_CI_HOME and PATH point later steps at them. Stdlib only: `python3 ci/install.py --home DIR`."""
+$SGL_CI_HOME and PATH point later steps at them. Stdlib only: `python3 ci/setup_toolkit.py --home DIR`."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _make_writable(root: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="install.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="setup_toolkit.py", description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="where to install (outside the workspace), e.g. $RUNNER_TEMP/sgl-ci")
     parser.add_argument("--no-deps", action="store_true",
                         help="take the dependencies from this Python instead of the package index (tests)")
