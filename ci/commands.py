@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +36,7 @@ from ci.durations import (
 )
 from ci.errors import ExitCode, InfraFailure, ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
+from ci.inputs import InputProblem, check_output_dir
 from ci.partition import parse_partition
 from ci.plan import (
     BudgetProblems,
@@ -48,7 +48,7 @@ from ci.plan import (
     render_plan_markdown,
 )
 from ci.routing import arches_for_event, render_route, route, route_outputs
-from ci.stage import StageOptions, partition_label, run_stage
+from ci.stage import StageOptions, container_path, partition_label, run_stage
 from ci.suites import TreeCheck, TreeScan, select
 
 
@@ -105,6 +105,7 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
     """`invoke route`: the runner label, timeout, partition count and run/skip of every job the
     event runs (per-commit or nightly stages); written to $GITHUB_OUTPUT in Actions."""
     config = load_config()
+    github.check_files(_env(), ("GITHUB_OUTPUT",))
     if cadence not in ("per-commit", "nightly"):
         raise UserError(f"--cadence {cadence!r}: allowed: per-commit, nightly")
     arches, _ = arches_for_event(config, event, runner_arch or None)
@@ -213,9 +214,10 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     config = load_config()
     spec = config.stage(stage)
     args = parse_stage_args(f"nox -s {spec.name.replace('-', '_')} --", posargs)
-    partition_arg = parse_partition(args.partition) if args.partition else None
-    if args.retries is not None and args.retries < 0:
-        raise UserError(f"--retries {args.retries}: must be >= 0")
+    partition_arg = parse_partition(args.partition, config.limits.partitions) if args.partition is not None else None
+    if args.retries is not None and not 0 <= args.retries <= config.limits.retries:
+        raise UserError(f"--retries {args.retries}: allowed: 0 to {config.limits.retries} (config/limits.yaml retries)")
+    github.check_files(_env(), ("GITHUB_STEP_SUMMARY",))
     resolution = resolve_arch(config, flag=args.arch, env=_env())
     if resolution.arch.name != runner_arch:
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
@@ -236,9 +238,15 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         for line in render_plan(plan):
             print(line)
         return 0
+    report_dir = Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan)
+    container_path(workspace, report_dir, config.container.workdir)  # under the workspace, before anything is made
+    try:
+        check_output_dir(report_dir)
+    except InputProblem as problem:
+        raise UserError(f"--report-dir {report_dir}: {problem}") from None
     options = StageOptions(
         workspace=workspace,
-        report_dir=Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan),
+        report_dir=report_dir,
         retries=spec.retries if args.retries is None else args.retries,
         continue_on_error=args.continue_on_error,
         durations=durations,
@@ -292,7 +300,7 @@ def _today() -> dt.date:
 
 # --- containers -------------------------------------------------------------------------------
 def _containers(config: Config) -> container.Containers:
-    return container.Containers(registry.connect(config.pull.probe_timeout_s), config.container)
+    return container.Containers(registry.connect(config.pull.probe_timeout_s), config.container, secrets=_env())
 
 
 def _local_or_pulled(config: Config, client, arch, image: str | None) -> str:
@@ -322,9 +330,11 @@ def start_container_command(arch: str | None = None, variant: str = "default", i
     return 0
 
 
-def exec_command(remainder: str, arch: str | None = None) -> int:
-    """`invoke exec -- CMD...`: run in the container with the CI env; returns its exit code."""
-    argv = container.split_remainder(remainder)
+def exec_command(argv: Sequence[str], arch: str | None = None) -> int:
+    """`invoke exec -- CMD...`: run exactly the argv typed after `--` in the container with the CI
+    env; returns its exit code."""
+    if not argv:
+        raise UserError("nothing to run: give the command after --, e.g. invoke exec -- python3 -V")
     config = load_config()
     containers = _containers(config)
     running = containers.find()
@@ -354,16 +364,21 @@ def gpu_clean_command() -> int:
     return 0
 
 
-def kernel_tests_command(remainder: str = "", arch: str | None = None, host: bool = False, install: bool = True) -> int:
+def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = None, host: bool = False,
+                         install: bool = True) -> int:
     """`invoke kernel-tests`: pytest on sgl_kernel_tests with known issues for the arch, JUnit XML;
-    in the container, the checkout is installed first (as a stage does)."""
-    pytest_args = shlex.split(remainder) if remainder else []
+    the words after `--` go to pytest exactly as typed; in the container, the checkout is installed
+    first (as a stage does)."""
+    pytest_args = list(pytest_args)
     config = load_config()
     spec_arch = _resolve(config, arch).arch
     reports = config.container.reports_dir
     if host:
         workspace = _workspace()
-        (workspace / reports).mkdir(parents=True, exist_ok=True)
+        try:
+            check_output_dir(workspace / reports)
+        except InputProblem as problem:
+            raise UserError(f"reports folder {workspace / reports}: {problem}") from None
         tests = container.TOOLKIT / "sgl_kernel_tests"
         argv = [sys.executable, "-m", "pytest", "-c", str(tests / "pytest.ini"), str(tests), "-p", "ci.known_issues",
                 "--sgl-arch", spec_arch.name, f"--junitxml={workspace / reports / 'kernel-tests.xml'}", *pytest_args]
@@ -433,6 +448,7 @@ def demo_command() -> int:
 def build_image_command(arch: str | None = None, rocm: str | None = None, push: bool = True) -> int:
     """`invoke build-image`: build today's nightly for the arch, push it, output its name."""
     config = load_config()
+    github.check_files(_env(), ("GITHUB_OUTPUT",))
     spec_arch = _resolve(config, arch).arch
     workspace = _workspace()
     build.build_image(config, registry.connect(config.pull.probe_timeout_s), _env(), spec_arch, rocm, workspace,
