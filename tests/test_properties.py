@@ -21,8 +21,8 @@ from ci.arch import resolve_arch
 from ci.changes import parse_targets
 from ci.cli import argv_after_dashes, parse_stage_args
 from ci.config import FILES, OVERRIDE_ENV, load_config
-from ci.images import parse_image_name
 from ci.durations import read_durations
+from ci.images import parse_image_name
 from ci.partition import parse_partition
 from ci.plan import load_tree
 from ci.routing import arches_for_event
