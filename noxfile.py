@@ -12,13 +12,20 @@ import sys
 
 import nox
 
-from ci import cli, commands
+from ci import cli, sessions
 
 nox.needs_version = ">=2024.3"
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests"]
 
-RUNNER_ARCHES = cli.run(commands.arch_names)
+RUNNER_ARCHES = cli.run(sessions.arch_names)
+
+
+def _run(command: str, *args: object) -> None:
+    """Import the commands only when a session runs: `nox -l` reads config and nothing more."""
+    from ci import commands
+
+    cli.run(getattr(commands, command), *args)
 
 
 class _NoUvNotice(logging.Filter):
@@ -33,20 +40,20 @@ logging.getLogger("nox").addFilter(_NoUvNotice())
 
 def _register_stage(stage: str, description: str) -> None:
     def run_stage(session: nox.Session, runner_arch: str) -> None:
-        cli.run(commands.stage_session, stage, runner_arch, session.posargs, session.skip)
+        _run("stage_session", stage, runner_arch, session.posargs, session.skip)
 
     run_stage.__doc__ = description
     nox.session(name=stage.replace("-", "_"))(nox.parametrize("runner_arch", RUNNER_ARCHES)(run_stage))
 
 
-for _stage, _description in cli.run(commands.stage_sessions):
+for _stage, _description in cli.run(sessions.stage_sessions):
     _register_stage(_stage, _description)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """The whole path end to end on loopback: registries, pull, container, stage, reports."""
-    cli.run(commands.demo_command)
+    _run("demo_command")
 
 
 @nox.session

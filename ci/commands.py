@@ -257,16 +257,6 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     return run_stage(config, plan, options, _env(), _today())
 
 
-def arch_names() -> list[str]:
-    """The arches nox parametrizes the stage sessions over."""
-    return list(load_config().arches)
-
-
-def stage_sessions() -> list[tuple[str, str]]:
-    """(stage name, description) of every stage: nox registers one session each."""
-    return [(name, spec.description) for name, spec in load_config().stages.items()]
-
-
 def pull_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
     """`invoke pull-image`: resolve (unless --image) and pull, LAN mirror first."""
     _image_operation(pull.pull_image, arch, image, rocm)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import resource
-import shlex
 import time
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def test_the_checkout_replaces_the_images_copy_and_the_proof_says_so(job):
     write, workspace, image = job
     env = write()
     start(env, image)
-    before = run_door("invoke", "exec", "--", shlex.join(SHOW), env=env)
+    before = run_door("invoke", "exec", "--", *SHOW, env=env)
     assert f"sglang {demo.BAKED_VERSION} {IMAGE_COPY}" in before.out  # what the files would test without the step
 
     # Without removing the image's copy and installing the checkout, the proof stops the job.
@@ -98,7 +97,7 @@ def test_the_checkout_replaces_the_images_copy_and_the_proof_says_so(job):
     assert f"install: sglang {demo.CHECKOUT_VERSION} is imported from {CHECKOUT_COPY}" in done.out
     commit_line = next(line for line in done.out.splitlines() if line.startswith("install: checkout "))
     assert f"image {image} sha256:" in commit_line  # a local image: its id stands in for a registry digest
-    after = run_door("invoke", "exec", "--", shlex.join(SHOW), env=env)
+    after = run_door("invoke", "exec", "--", *SHOW, env=env)
     assert f"sglang {demo.CHECKOUT_VERSION} {CHECKOUT_COPY}" in after.out
 
     # A change to the kernel sources: the image no longer matches, the kernel step builds.
