@@ -16,7 +16,7 @@ def _after_dashes() -> list[str]:
     """The words after `--` exactly as typed (invoke's c.remainder joins them and loses quoting)."""
     from ci import cli
 
-    return _after_dashes()
+    return cli.argv_after_dashes(sys.argv)
 
 
 @task(help={"event": "pull_request | schedule | workflow_dispatch | workflow_call",
