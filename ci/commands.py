@@ -164,7 +164,7 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
         default = list(config.stages.values())
     stages = [chosen] if chosen else default
     tree = _tree(config)
-    given = (read_durations(_in_workspace(durations), config.durations.history, durations)  # named: must be usable
+    given = (read_durations(_workspace() / durations, config.durations.history, durations)  # named: must be usable
              if durations else NO_DURATIONS)
     for resolution in resolutions:
         recorded = given.for_arch(resolution.arch.name, config.durations.history)
@@ -184,10 +184,14 @@ def durations_command(action: str, sources: Sequence[str] = (), store: str | Non
     `invoke durations report [--store FILE] [--arch A] [--suite S] [--markdown]`: drift per suite and arch."""
     config = load_config()
     store_path = _in_workspace(store or config.durations.store_path)
+    if store_path is None:
+        raise UserError("durations: no store named (give --store FILE, or store_path in durations.yaml)")
     if action == "update":
         if not sources:
             raise UserError("durations update needs --from DIR (folders holding run records, durations.json)")
-        return history.update(config, [_in_workspace(s) for s in sources], store_path, dt.datetime.now(dt.timezone.utc), sys.stdout)
+        if not all(sources):
+            raise UserError("durations update --from: an empty name (give a folder holding run records)")
+        return history.update(config, [_workspace() / s for s in sources], store_path, dt.datetime.now(dt.timezone.utc), sys.stdout)
     if action == "report":
         if sources:
             raise UserError("durations report reads the store (--store), not --from")
@@ -279,7 +283,7 @@ def _image_operation(operation, arch: str | None, image: str | None, rocm: str |
     spec = None if image else _resolve(config, arch).arch
     # The tag list needs no Docker: a registry that gives none fails here, before any Docker call.
     today = _today()
-    candidates = None if image else pull.nightly_candidates(config, spec, rocm, today, _env())
+    candidates = None if spec is None else pull.nightly_candidates(config, spec, rocm, today, _env())
     client = registry.connect(config.pull.probe_timeout_s)
     return operation(config, client, _env(), spec, image, rocm, today, candidates)
 

@@ -22,6 +22,7 @@ from ci.schema import (
     Bound,
     Check,
     Document,
+    KeyPath,
     at_most,
     build,
     limits_in_force,
@@ -260,7 +261,7 @@ class VariantSpec:
     privileged: bool = False
     network: str | None = None
     ipc: str | None = None
-    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: EMPTY)
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
     cap_add: tuple[str, ...] = ()
     group_add: tuple[str, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()
@@ -305,14 +306,14 @@ class ContainerConfig:
     group_add: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
-    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: EMPTY)
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
     devices: tuple[DeviceSpec, ...] = ()
     render_devices_file: str | None = None
     render_devices_fallback: DeviceSpec | None = None
     mounts: tuple[MountSpec, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     secret_env: tuple[str, ...] = ()
-    variants: Mapping[str, VariantSpec] = field(default_factory=lambda: EMPTY)
+    variants: Mapping[str, VariantSpec] = field(default_factory=lambda: MappingProxyType({}))
     stop: StopSpec = StopSpec()
     hygiene: HygieneSpec = HygieneSpec()
 
@@ -367,8 +368,8 @@ class NightlyBuild:
     rocm: str
 
 
-FULL_SHA = Check(lambda v: bool(_SHA.fullmatch(v)), "a full 40-hex commit SHA (never a branch or tag)")
 _SHA = re.compile(r"[0-9a-f]{40}")
+FULL_SHA = Check(lambda v: bool(_SHA.fullmatch(v)), "a full 40-hex commit SHA (never a branch or tag)")
 
 
 @dataclass(frozen=True)
@@ -496,7 +497,7 @@ class MetricBound:
     unit: str = ""
     by: str | None = None
     amd: BoundValue | None = None
-    arch: Mapping[str, BoundValue] = field(default_factory=lambda: EMPTY)
+    arch: Mapping[str, BoundValue] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # --- known_issues.yaml -----------------------------------------------------------------------
@@ -845,8 +846,8 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
         if name not in SECRET_ENV:
             raise docs["container"].fail(("secret_env", index), f"{name!r} is not a secret the toolkit masks and "
                                          f"scrubs (allowed: {', '.join(SECRET_ENV)}; add new ones to ci/secrets.py)")
-    for name, arch in config.arches.items():
-        _check_template(arch.pool.label, {"gpus": 1}, docs["arches"], ("arches", name, "pool", "label"))
+    for name, spec in config.arches.items():
+        _check_template(spec.pool.label, {"gpus": 1}, docs["arches"], ("arches", name, "pool", "label"))
     fields = {"gfx": "gfx942", "rocm": "rocm700", "version": "v0.0.0", "image_arch": "mi30x"}
     for arg in config.images.build.args:
         _check_template(config.images.build.args[arg], fields, docs["images"], ("build", "args", arg))
@@ -867,13 +868,13 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
     if config.images.rocm not in config.images.rocm_versions:
         raise images.fail(("rocm",), f"{config.images.rocm!r} is not in rocm_versions")
     _check_image_tags(config.images, images)
-    for name, arch in config.arches.items():
-        if "{gpus}" not in arch.pool.label:
+    for name, spec in config.arches.items():
+        if "{gpus}" not in spec.pool.label:
             raise docs["arches"].fail(("arches", name, "pool", "label"), "must contain {gpus}")
-        for gpus in arch.pool.runners:
-            if gpus not in arch.pool.gpu_counts:
+        for gpus in spec.pool.runners:
+            if gpus not in spec.pool.gpu_counts:
                 raise docs["arches"].fail(("arches", name, "pool", "runners", gpus),
-                                          f"no pool of {gpus} GPU(s) (gpu_counts: {list(arch.pool.gpu_counts)})")
+                                          f"no pool of {gpus} GPU(s) (gpu_counts: {list(spec.pool.gpu_counts)})")
     _check_thresholds(config, docs["thresholds"], allowed)
     _check_install(config.install, docs["install"])
     _check_health(config.health, docs["health"])
@@ -1045,7 +1046,7 @@ def _check_install(install: InstallConfig, doc: Document) -> None:
             if given != (step.kind == kind):
                 raise doc.fail(where, f"kind {step.kind} " + (f"needs a `{kind}:` block" if not given else f"takes no `{kind}:` block"))
         allowed = INSTALL_PLACEHOLDERS + (("pin",) if step.kind == "pin" else ())
-        texts = [(("workdir",), step.workdir), *[(("env", k), v) for k, v in step.env.items()]]
+        texts: list[tuple[KeyPath, str | None]] = [(("workdir",), step.workdir), *[(("env", k), v) for k, v in step.env.items()]]
         for number, command in enumerate(step.commands()):
             texts += [(("run", number), a) for a in command.argv]
             texts += [(("run", number, "workdir"), command.workdir)]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 import docker
 import docker.errors
@@ -22,7 +22,7 @@ from docker.types import Mount, Ulimit
 from ci import procs
 from ci.config import ArchSpec, ContainerConfig, DeviceSpec, MountSpec, VariantSpec
 from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, UserError
-from ci.secrets import ScrubbingSink, exec_secrets
+from ci.secrets import ByteSink, ScrubbingSink, exec_secrets
 from ci.toolkit import exposed_by, toolkit_home
 
 TOOLKIT = toolkit_home()  # the installed toolkit (outside every read-write mount), mounted read-only
@@ -277,12 +277,12 @@ class Containers:
                 if container is not None:
                     self.stop(spec.name)
 
-    def exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: BinaryIO | None = None) -> int:
+    def exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: ByteSink | None = None) -> int:
         """Run argv in the container, streaming its output live; returns its exit code. An
         interrupt (SIGINT/SIGTERM) reaches the command as SIGINT, then SIGKILL after the grace."""
         return self.run_exec(argv, env, workdir, sink).exit_code
 
-    def run_exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: BinaryIO | None = None,
+    def run_exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: ByteSink | None = None,
                  timeout_s: float | None = None) -> ExecOutcome:
         """`exec`, with an optional timeout: past it the command's process tree gets SIGINT, then
         SIGKILL after the grace, and the outcome says it timed out. Secrets (config secret_env) go
@@ -295,7 +295,7 @@ class Containers:
         api = self.client.api
         given = exec_secrets(self.config.secret_env, self.secrets)
         exec_id = api.exec_create(container.id, list(argv), environment={**env, **given}, workdir=workdir)["Id"]
-        sink = ScrubbingSink(sink or sys.stdout.buffer, given.values())
+        scrubbed = ScrubbingSink(sink or sys.stdout.buffer, given.values())
         expired = threading.Event()
 
         def expire() -> None:
@@ -310,15 +310,15 @@ class Containers:
                     timer.daemon = True
                     timer.start()
                 for chunk in stream:
-                    sink.write(chunk)
-                    sink.flush()
+                    scrubbed.write(chunk)
+                    scrubbed.flush()
             except (KeyboardInterrupt, Terminated):
                 self._interrupt_exec(exec_id)
                 raise
             finally:
                 if timer is not None:
                     timer.cancel()
-                sink.close()
+                scrubbed.close()
         info: Mapping[str, Any] = {}
         for _ in range(50):  # the stream can end a moment before the exit code is recorded
             info = api.exec_inspect(exec_id)
@@ -355,7 +355,7 @@ def exec_env(config: ContainerConfig, arch: ArchSpec) -> dict[str, str]:
     return {**config.exec.env, **arch.env, "SGL_CI_ARCH": arch.name}
 
 
-def exec_with_retry(containers: Containers, arch: ArchSpec, argv: Sequence[str], sink: BinaryIO | None = None) -> int:
+def exec_with_retry(containers: Containers, arch: ArchSpec, argv: Sequence[str], sink: ByteSink | None = None) -> int:
     """`invoke exec`: the CI env, and one retry with HF_HUB_OFFLINE=1 unless config says not."""
     spec = containers.config.exec
     env = exec_env(containers.config, arch)

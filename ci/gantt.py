@@ -9,7 +9,7 @@ functions. Time runs in seconds from 0 (`dateFormat X`, `axisFormat %s`: no cloc
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 _UNSAFE = re.compile(r"[:;#\n\r`%]")
 
@@ -51,7 +51,7 @@ def partitions_chart(title: str, partitions: Sequence[Sequence[tuple[str, float]
     return _block(title, lines)
 
 
-def measured_chart(title: str, rows: Sequence[tuple[str, float, float]], drifting: set[str] = frozenset()) -> str:
+def measured_chart(title: str, rows: Sequence[tuple[str, float, float]], drifting: Set[str] = frozenset()) -> str:
     """A Mermaid gantt of (name, est_time, measured): two bars per unit; drifting units' measured bar `crit`."""
     lines = []
     for index, (name, est, measured) in enumerate(rows):

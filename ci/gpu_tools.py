@@ -225,8 +225,9 @@ def rocm_smi_csv_vram(text: str) -> list[Vram]:
     for row in csv.DictReader(text.strip().splitlines()):
         total, used = row.get("VRAM Total Memory (B)"), row.get("VRAM Total Used Memory (B)")
         card = re.sub(r"\D", "", row.get("device") or "")
-        if card and _count(total) and _count(used) is not None:
-            found.append(Vram(card, int(used), int(total)))
+        total_bytes, used_bytes = _count(total), _count(used)
+        if card and total_bytes and used_bytes is not None:
+            found.append(Vram(card, used_bytes, total_bytes))
     return found
 
 

@@ -45,7 +45,7 @@ def engine_host(client: Any, config: Config) -> Host:
             return None
 
     def engine_holders() -> list[tuple[str, int]]:
-        found = []
+        found: list[tuple[str, int]] = []
         try:
             containers = client.containers.list()
         except (docker.errors.DockerException, requests.RequestException):

@@ -522,12 +522,12 @@ class Installer:
                 failed = failed or result.status in (StepStatus.FAILED, StepStatus.TIMEOUT)
             if not failed:
                 proof = self._prove()
-        result = InstallResult(tuple(steps), proof, flavor, extras, time.monotonic() - started, cache,
-                               report.cache_files, report.cache_bytes, self.target.data_mount, commit,
-                               self.target.image, self.target.digest)
-        for line in result.lines():
+        installed = InstallResult(tuple(steps), proof, flavor, extras, time.monotonic() - started, cache,
+                                  report.cache_files, report.cache_bytes, self.target.data_mount, commit,
+                                  self.target.image, self.target.digest)
+        for line in installed.lines():
             self.say(line)
-        return result
+        return installed
 
     def _prove(self) -> ProofResult:
         spec = self.install.proof

@@ -71,7 +71,8 @@ def _improve(parts: list[list[Item]], rounds: int = 1000) -> list[list[Item]]:
     for _ in range(rounds):
         totals = [sum(i.seconds for i in p) for p in parts]
         worst = max(range(len(parts)), key=lambda p: (totals[p], -p))
-        best_gain, best_move = 1e-9, None
+        best_gain: float = 1e-9
+        best_move: tuple[int, Item, Item | None] | None = None
         for other in range(len(parts)):
             if other == worst:
                 continue
@@ -89,12 +90,12 @@ def _improve(parts: list[list[Item]], rounds: int = 1000) -> list[list[Item]]:
                         best_gain, best_move = totals[worst] - new_max, (other, a, b)
         if best_move is None:
             break
-        other, a, b = best_move
+        other, a, swapped = best_move
         parts[worst].remove(a)
         parts[other].append(a)
-        if b is not None:
-            parts[other].remove(b)
-            parts[worst].append(b)
+        if swapped is not None:
+            parts[other].remove(swapped)
+            parts[worst].append(swapped)
     return [sorted(p, key=lambda i: (-i.seconds, i.name)) for p in parts]
 
 

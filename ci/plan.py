@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from ci.arch import ArchResolution
 from ci.config import AUTO, EMPTY, ArchSpec, Config, StageSpec, SuiteJob
@@ -36,6 +37,8 @@ from ci.suites import (
     scan_tree,
     select,
 )
+
+_Est = TypeVar("_Est", bound="float | None")  # an est_time: a float given, a float back; None only when none given
 
 
 class BudgetProblems(UserError):
@@ -153,7 +156,7 @@ def _units(config: Config, job: SuiteJob, arch: str, files: Sequence[RegisteredF
     overrides = config.suites.est_time_overrides.get(arch, EMPTY)
     units: dict[str, Unit] = {}
 
-    def estimate(name: str, est: float | None) -> tuple[float | None, bool]:
+    def estimate(name: str, est: _Est) -> tuple[float | _Est, bool]:
         if name in recorded:
             return recorded[name], True
         return (float(overrides[name]), False) if name in overrides else (est, False)
@@ -169,11 +172,11 @@ def _units(config: Config, job: SuiteJob, arch: str, files: Sequence[RegisteredF
             units[f.path] = Unit(f.path, float(seconds), f.est_time, f.style, recorded=was_recorded)
     unknown = []
     for listed in config.suites.files.get(job.suite, ()):
-        seconds, was_recorded = estimate(listed.path, listed.est_time)
-        if seconds is None:
+        estimated, was_recorded = estimate(listed.path, listed.est_time)
+        if estimated is None:
             unknown.append(listed.path)
             continue
-        units[listed.path] = Unit(listed.path, seconds, listed.est_time or seconds, "unittest", recorded=was_recorded)
+        units[listed.path] = Unit(listed.path, estimated, listed.est_time or estimated, "unittest", recorded=was_recorded)
     for command in config.suites.commands.get(job.suite, ()):
         seconds, was_recorded = estimate(command.name, command.est_time)
         units[command.name] = Unit(command.name, seconds, command.est_time, "command", command.argv, command.cwd,
@@ -307,7 +310,7 @@ def plan_job(config: Config, stage: StageSpec, job: SuiteJob, arch: ArchSpec, fi
         problems.append(f"{label}: {count} partitions but only {len(free) + len(pinned)} unit(s): "
                         f"partitions would be empty (lower `partitions`, or use auto)")
     for u in pinned:
-        if u.only_partition > count:
+        if u.only_partition is not None and u.only_partition > count:
             problems.append(f"{label}: {u.name} is pinned to partition {u.only_partition} of {count}")
     fits, parts = _fits(units, count, budget)
     plan = JobPlan(job_route(stage, job, arch, count), job, parts, MappingProxyType(units), tuple(disabled), per_file,
@@ -382,6 +385,7 @@ def build_plan(
         if not plans[0].units_to_run():
             raise UserError(f"--partition {index}/{total}: partition {index} of {plan.job.suite} is empty")
     rocm = check_rocm(config.images, rocm)
+    images: tuple[ImageName, ...]
     if image:
         images, source = (parse_image_name(image),), "override"
     elif config.images.versions:

@@ -380,7 +380,7 @@ def endpoints(config: Config, env: Mapping[str, str]) -> list[tuple[str, str]]:
     if config.images.registries.lan:
         found.append((f"LAN registry {config.images.registries.lan}", api_base(config.images.registries.lan) + "/v2/"))
     for endpoint in config.health.endpoints:
-        url = env.get("HF_ENDPOINT") if endpoint.name == "huggingface" and env.get("HF_ENDPOINT") else endpoint.url
+        url = (env.get("HF_ENDPOINT") if endpoint.name == "huggingface" else None) or endpoint.url
         found.append((endpoint.name, url))
     return found
 

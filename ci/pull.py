@@ -316,7 +316,7 @@ class Puller:
                     self.say(f"{image} is already present locally" + (" at the registry's digest" if public_digest else ""))
                     return PullOutcome(image, "local", None, digest, present.size, time.monotonic() - started, 0)
             if registries.lan:
-                outcome = self._pull_lan(image, public_digest_future.result, started)
+                outcome = self._pull_lan(image, registries.lan, public_digest_future.result, started)
                 if outcome:
                     return outcome
             return self._pull_public(image, public, public_digest_future.result(), started)
@@ -330,8 +330,9 @@ class Puller:
     def _progress(self, name: ImageName) -> PlainProgress | BarProgress:
         return progress_for(f"pull {name}", self.config.pull.progress_log_interval_s, self.out)
 
-    def _pull_lan(self, image: ImageName, public_digest_of: Callable[[], str | None], started: float) -> PullOutcome | None:
-        lan = image.on(self.config.images.registries.lan)
+    def _pull_lan(self, image: ImageName, lan_registry: str, public_digest_of: Callable[[], str | None],
+                  started: float) -> PullOutcome | None:
+        lan = image.on(lan_registry)
         policy: LanPullPolicy = self.config.pull.lan
         progress = self._progress(lan)
         try:
@@ -341,7 +342,7 @@ class Puller:
                             connect_timeout_s=self.config.pull.connect_timeout_s)
         except PullFailure as failure:
             progress.close()
-            note = release_daemon_connections(lan.registry) if failure.kind == "stalled" else None
+            note = release_daemon_connections(lan_registry) if failure.kind == "stalled" else None
             self._report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
             return None
         progress.close()
@@ -429,7 +430,11 @@ class Puller:
         present = local_image(self.client, image)
         if not (present and source_digest and present.has_digest(source_digest)):
             self._pull_public(image, public, source_digest, time.monotonic())
-        source_digest = source_digest or (local_image(self.client, image) or present).digest_for(public.pull_repository)
+        if not source_digest:
+            local = local_image(self.client, image) or present
+            if local is None:
+                raise ToolFailure(f"mirror of {image}: the engine no longer has it after the pull (removed meanwhile?)")
+            source_digest = local.digest_for(public.pull_repository)
         lan = image.on(lan_registry)
         tag(self.client, image, lan)
         try:

@@ -137,7 +137,8 @@ def release_daemon_connections(registry: str) -> str:
     host = host.strip("[]")
     ports = [port] if port else ["443", "80"]
     try:
-        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+                            if isinstance(info[4][0], str)})  # TCP gives IPv4/IPv6 addresses: strings
     except OSError as exc:
         return f"could not resolve {host} to release stalled connections: {exc.strerror}"
     ss = shutil.which("ss")

@@ -58,8 +58,8 @@ def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[Regi
         ET.SubElement(case, "skipped", message=f"disabled: {f.disabled}")
         counts["tests"] += 1
         counts["skipped"] += 1
-    for key, value in counts.items():
-        suite.set(key, str(value))
+    for key, count in counts.items():
+        suite.set(key, str(count))
     suite.set("time", f"{sum(r.seconds for r in results):.3f}")
     return ET.tostring(suite, encoding="unicode")
 

@@ -137,9 +137,9 @@ def _own_report(style: str, output: str, junit: Path) -> tuple[int | None, int |
             return None, None
     ran = re.findall(r"^Ran (\d+) tests? in", output, re.MULTILINE)
     failed = re.findall(r"^FAILED \((?:failures=(\d+))?(?:, )?(?:errors=(\d+))?", output, re.MULTILINE)
-    tests = sum(int(n) for n in ran) if ran else None
+    ran_tests = sum(int(n) for n in ran) if ran else None
     failures = sum(int(a or 0) + int(b or 0) for a, b in failed) if failed else (0 if ran else None)
-    return tests, failures
+    return ran_tests, failures
 
 
 def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, out: TextIO, junit: Path) -> Attempt:
@@ -159,11 +159,14 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
     started = time.monotonic()
     process = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True, env={**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"})
+    stdout = process.stdout
+    if stdout is None:  # stdout=PIPE: Popen always opens it
+        raise RuntimeError(f"no output pipe from {argv[0]}")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     hidden = patterns(values(os.environ))
 
     def pump() -> None:
-        for raw in iter(process.stdout.readline, b""):
+        for raw in iter(stdout.readline, b""):
             line = scrub(raw.decode(errors="replace"), hidden)  # logs, live output and reasons alike
             tail.append(line)
             log.write(line)

@@ -98,7 +98,7 @@ class _Loader(yaml.SafeLoader):
     source = ""
     depth = 0
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise ConfigError(f"{self.source}:{mark.line + 1}: YAML aliases (*name) are not allowed in config; "
@@ -113,7 +113,7 @@ class _Loader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
-    def construct_yaml_timestamp(self, node):  # type: ignore[override]
+    def construct_yaml_timestamp(self, node):
         try:
             return super().construct_yaml_timestamp(node)
         except (ValueError, AttributeError) as exc:  # AttributeError: PyYAML on a non-date (`!!timestamp x`)
@@ -196,9 +196,10 @@ def build(kind: Any, value: Any, doc: Document, path: KeyPath = ()) -> Any:
         if not check.test(result):
             raise doc.fail(path, f"must be {check.wants}, got {value!r}")
     limits = _LIMITS.get()
-    for bound in bounds if limits is not None else ():
-        if result > limits[bound.name]:
-            raise doc.fail(path, f"must be <= {limits[bound.name]:g} (limits.yaml {bound.name}), got {value!r}")
+    if limits is not None:
+        for bound in bounds:
+            if result > limits[bound.name]:
+                raise doc.fail(path, f"must be <= {limits[bound.name]:g} (limits.yaml {bound.name}), got {value!r}")
     return result
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from typing import BinaryIO, TextIO
+from typing import Protocol, TextIO
 
 # Every environment variable the toolkit reads that holds a secret: the public registry's login
 # token and the Hugging Face token passed into the container. config/container.yaml's secret_env
@@ -96,12 +96,21 @@ def scrub_env(text: str, env: Mapping[str, str] | None = None) -> str:
     return scrub(text, values(os.environ if env is None else env))
 
 
+class ByteSink(Protocol):
+    """Where an exec's output goes: a binary stream, or a wrapper that takes bytes and passes them on
+    (ScrubbingSink, the installer's tee, the smoke test's collector)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> None: ...
+
+
 class ScrubbingSink(io.RawIOBase):
     """A byte stream that scrubs secrets before passing bytes on. A flush passes on everything but
     a tail as long as the longest form of a secret (less one byte), which may be the start of a
     secret split across two writes; `close` passes on the rest."""
 
-    def __init__(self, sink: BinaryIO, secret_values: Iterable[str], hold_bytes: int = 65536) -> None:
+    def __init__(self, sink: ByteSink, secret_values: Iterable[str], hold_bytes: int = 65536) -> None:
         super().__init__()
         self.sink = sink
         forms = list(secret_values)
@@ -116,7 +125,7 @@ class ScrubbingSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         self._held += bytes(data)
         if len(self._held) > self.hold_bytes:
             self._emit(final=False)

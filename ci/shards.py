@@ -161,7 +161,9 @@ def _main_takes_class_names(tree: ast.Module) -> tuple[bool, str]:
     from_unittest = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "unittest"
                      for a in n.names if a.name == "main"}
     for statement in tree.body:
-        test = statement.test if isinstance(statement, ast.If) else None
+        if not isinstance(statement, ast.If):
+            continue
+        test = statement.test
         if not (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"):
             continue
         block = ast.Module(body=statement.body, type_ignores=[])
@@ -206,11 +208,11 @@ def discover(source: str, style: str, bases: Sequence[str],
             return Discovery((), f"{name}: cannot tell whether it is a TestCase ({info.why})")
         if collected and info.tests:
             found.append(CaseClass(name, node.lineno, len(info.tests)))
-    for local, (imported_from, name) in module.imports.items():  # unittest also loads imported TestCases
-        if local.startswith("Test") and local not in bases and name is not None:
+    for local, (imported_from, original) in module.imports.items():  # unittest also loads imported TestCases
+        if local.startswith("Test") and local not in bases and original is not None:
             if getattr(module.resolve, "third_party", lambda m: False)(module._absolute(imported_from)):
                 continue
-            info = module.resolve(module._absolute(imported_from), name, 1)
+            info = module.resolve(module._absolute(imported_from), original, 1)
             if info.tests is None or info.testcase is None:
                 return Discovery((), f"imports {local} from {imported_from}: unittest would run it too, and its tests "
                                      "cannot be counted")
@@ -264,6 +266,8 @@ class ImportResolver:
             return module.class_info(name)
         if name in module.imports and depth < 8:  # re-exported
             source, original = module.imports[name]
+            if original is None:  # `import x as name`: a module, which unittest never loads (as discover skips it)
+                return _Info(False, frozenset())
             return self(module._absolute(source), original, depth + 1)
         return _Info(None, None, f"{name} is not a class of {dotted}")
 

@@ -222,7 +222,7 @@ def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping
 
 
 def _block_signals() -> set[int]:
-    wanted = {signal.SIGINT, signal.SIGTERM}
+    wanted: set[int] = {signal.SIGINT, signal.SIGTERM}
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
     except (ValueError, OSError):

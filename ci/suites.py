@@ -106,7 +106,9 @@ def _call_name(call: ast.Call) -> str | None:
 def _has_main(tree: ast.Module) -> bool:
     """`if __name__ == "__main__":` with a call in its body, as SGLang's registration API checks."""
     for statement in tree.body:
-        test = statement.test if isinstance(statement, ast.If) else None
+        if not isinstance(statement, ast.If):
+            continue
+        test = statement.test
         if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
                 and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
                 and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == "__main__"):
@@ -157,7 +159,8 @@ def _suite_of(values: dict, where: str, findings: list[Finding]) -> str | None:
 def _checked_values(values: dict, where: str, findings: list[Finding]) -> tuple[float, bool, str | None] | None:
     est, nightly, disabled = values.get("est_time"), values.get("nightly", False), values.get("disabled")
     bad = []
-    if not isinstance(est, (int, float)) or isinstance(est, bool) or not math.isfinite(est) or est <= 0:
+    seconds = float(est) if isinstance(est, (int, float)) and not isinstance(est, bool) and math.isfinite(est) and est > 0 else None
+    if seconds is None:
         bad.append(f"est_time must be a finite number of seconds > 0, got {est!r}")
     if not isinstance(nightly, bool):
         bad.append(f"nightly must be True or False, got {nightly!r}")
@@ -165,7 +168,7 @@ def _checked_values(values: dict, where: str, findings: list[Finding]) -> tuple[
         bad.append(f"disabled must be a reason (a non-empty string) or absent, got {disabled!r}")
     for message in bad:
         findings.append(Finding(Problem.BAD_VALUE, where, message))
-    return None if bad else (float(est), nightly, disabled)
+    return None if bad or seconds is None else (seconds, nightly, disabled)
 
 
 def style_of(source: str, configured: str) -> str:

@@ -98,9 +98,7 @@ def write_under(root: Path, path: Path, text: str) -> None:
         os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
 
 
-def _number(value, name: str, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
+def _number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} is not a finite number")
     return value

@@ -226,6 +226,21 @@ def test_invoke_durations_update_and_report(tmp_path):
     assert bad.code == 2 and bad.err.count("\n") == 1 and "allowed: update, report" in bad.err
 
 
+def test_invoke_durations_without_a_store_or_with_an_empty_from_is_bad_input(tmp_path):
+    """An empty store_path (no --store) or an empty --from name: a one-line usage error (exit 2),
+    not an AttributeError on None."""
+    override = tmp_path / "override.yaml"
+    override.write_text("durations:\n  store_path: ''\n")
+    env = base_env(GITHUB_WORKSPACE=str(tmp_path), SGL_CI_CONFIG_OVERRIDE=str(override))
+    for action in ("report", "update"):
+        done = run_door("invoke", "durations", action, *(("--from", str(tmp_path)) if action == "update" else ()), env=env)
+        assert done.code == 2 and done.err.count("\n") == 1 and "no store named" in done.err, done.err
+    empty = run_door("invoke", "durations", "update", "--from", "", "--store", str(tmp_path / "store.json"),
+                     env=base_env(GITHUB_WORKSPACE=str(tmp_path)))
+    assert empty.code == 2 and empty.err.count("\n") == 1 and "--from: an empty name" in empty.err, empty.err
+    assert not (tmp_path / "store.json").exists()
+
+
 def test_a_stage_reports_drift_of_its_own_files_from_the_store_plus_this_run():
     from ci.history import drift_markdown, stage_drift, warning_lines
 

@@ -110,6 +110,19 @@ def test_files_whose_main_or_loader_would_not_honour_class_names_run_whole(sourc
     assert why in discover(source, "unittest", BASES).reason
 
 
+def test_a_module_imported_under_a_test_name_is_no_test_case_even_re_exported(tmp_path):
+    """`import json as TestData` is a module, which unittest does not load: in the file itself or
+    re-exported by another module (once followed as a class named None: "cannot be counted")."""
+    from ci.shards import ImportResolver
+    main = "if __name__ == '__main__':\n    unittest.main()\n"
+    (tmp_path / "kit.py").write_text("import json as TestData\n")
+    direct = discover("import json as TestData\n" + TWO + main, "unittest", BASES, ImportResolver([tmp_path], BASES))
+    assert direct.splittable, direct.reason
+    re_exported = discover("from kit import TestData\n" + TWO + main, "unittest", BASES, ImportResolver([tmp_path], BASES))
+    assert re_exported.splittable, re_exported.reason
+    assert [c.name for c in re_exported.classes] == ["TestA", "TestB"]
+
+
 def test_pytest_files_split_by_class_unless_tests_live_outside_classes():
     classes = "class TestA:\n    def test_a(self): pass\n    def test_b(self): pass\nclass TestB:\n    def test_c(self): pass\n"
     assert [(c.name, c.tests) for c in discover("import pytest\n" + classes, "pytest", BASES).classes] == [("TestA", 2), ("TestB", 1)]

@@ -17,7 +17,10 @@ CHECKOUT = Path(__file__).resolve().parents[2]  # test/registered/<this file>
 class TestCheckout(unittest.TestCase):
     def test_sglang_is_the_checkouts(self):
         version_file = (CHECKOUT / "python" / "sglang" / "version.py").read_text()
-        expected = re.search(r'__version__ = "([^"]+)"', version_file).group(1)
+        found = re.search(r'__version__ = "([^"]+)"', version_file)
+        if found is None:
+            self.fail("no __version__ line in the checkout's python/sglang/version.py")
+        expected = found.group(1)
         print(f"sglang {sglang.__version__} imported from {sglang.__file__} (checkout's version: {expected})")
         self.assertTrue(Path(sglang.__file__).resolve().is_relative_to(CHECKOUT / "python"), sglang.__file__)
         self.assertEqual(sglang.__version__, expected)
