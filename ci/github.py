@@ -59,11 +59,17 @@ def append_summary(markdown: str, env: Mapping[str, str]) -> bool:
     return _append("GITHUB_STEP_SUMMARY", env, markdown.rstrip("\n") + "\n")
 
 
+_MASKED: set[str] = set()  # what this process has registered: each line once
+
+
 def mask(value: str, env: Mapping[str, str], stream: TextIO | None = None) -> None:
-    """Register a secret with the Actions log masker before anything could print it."""
+    """Register a secret with the Actions log masker before anything could print it (each line
+    once per process: the door masks every known secret first, an operation may mask again)."""
     if value and in_actions(env):
         for line in value.splitlines() or [value]:
-            print(f"::add-mask::{line}", file=stream or sys.stdout, flush=True)
+            if line and line not in _MASKED:
+                print(f"::add-mask::{line}", file=stream or sys.stdout, flush=True)
+                _MASKED.add(line)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Protocol, TextIO
 
+from ci import github
+
 # Every environment variable the toolkit reads that holds a secret: the public registry's login
 # token and the Hugging Face token passed into the container. config/container.yaml's secret_env
 # may only name these (checked at load), so masking never depends on config loading.
@@ -21,7 +23,6 @@ SHOWN = "***"
 # Shorter values are not scrubbed: a three-letter "secret" would blank out ordinary words, and
 # base64 fragments this short match by chance. Real tokens are tens of characters.
 MIN_SCRUB_LENGTH = 6
-_masked_in_process: set[str] = set()
 
 
 def values(env: Mapping[str, str], names: Iterable[str] = SECRET_ENV) -> list[str]:
@@ -39,15 +40,9 @@ def mask_all(env: Mapping[str, str] | None = None, stream: TextIO | None = None)
     """Register every secret with the Actions log masker (`::add-mask::`), once per process.
     Called by the door before the command prints anything."""
     env = os.environ if env is None else env
-    if env.get("GITHUB_ACTIONS") != "true":
-        return
-    out = stream or sys.stdout
     for value in values(env):
         for form in [value, *_escaped_forms(value)]:
-            for line in form.splitlines() or [form]:
-                if line and line not in _masked_in_process:
-                    print(f"::add-mask::{line}", file=out, flush=True)
-                    _masked_in_process.add(line)
+            github.mask(form, env, stream or sys.stdout)
 
 
 def _escaped_forms(value: str) -> list[str]:

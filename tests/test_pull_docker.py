@@ -285,7 +285,7 @@ def test_error_inside_a_200_stream_is_an_error(docker, world, tmp_path):
 
 def test_not_enough_disk_fails_early_and_is_not_retried(world, tmp_path):
     override = tmp_path / "o.yaml"
-    override.write_text(OVERRIDE.replace("disk_headroom_bytes: 0", "disk_headroom_bytes: 1125899906842624"))
+    override.write_text(OVERRIDE.replace("disk_headroom_bytes: 0", "disk_headroom_bytes: 1000000000000"))
     env = {"SGL_CI_CONFIG_OVERRIDE": str(override), "PUBLIC_DOCKER_REGISTRY": world.public.address,
            "DOCKERHUB_AMD_USERNAME": USER, "DOCKERHUB_AMD_TOKEN": CANARY}
     waits: list[float] = []

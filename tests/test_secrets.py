@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ci import secrets
+from ci import github, secrets
 from ci.config import load_config
 from ci.container import Containers, HostView, build_spec, exit_code_of
 from ci.errors import ExitCodeUnknown
@@ -75,14 +75,14 @@ def test_whole_lines_are_not_held_back():
 
 def test_masks_come_first_and_once(capsys):
     env = {"GITHUB_ACTIONS": "true", "HF_TOKEN": CANARY, "DOCKERHUB_AMD_TOKEN": "dckr_pat_0123456789"}
-    secrets._masked_in_process.clear()
+    github._MASKED.clear()
     secrets.mask_all(env)
     secrets.mask_all(env)
     lines = capsys.readouterr().out.splitlines()
     assert f"::add-mask::{CANARY}" in lines and "::add-mask::dckr_pat_0123456789" in lines
     assert json.dumps(CANARY)[1:-1] != CANARY and f"::add-mask::{json.dumps(CANARY)[1:-1]}" in lines  # its JSON form too
     assert len(lines) == len(set(lines))
-    secrets._masked_in_process.clear()
+    github._MASKED.clear()
     secrets.mask_all({"HF_TOKEN": CANARY})  # outside Actions: nothing
     assert capsys.readouterr().out == ""
 
