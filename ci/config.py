@@ -410,6 +410,30 @@ class DurationsConfig:
     splitting: SplittingPolicy
 
 
+# --- replay.yaml -----------------------------------------------------------------------------
+REPORT_URL_FIELDS = ("server", "repository", "run_id", "attempt", "label")
+
+
+def _url_template(text: str) -> bool:
+    try:
+        text.format(**{name: "" for name in REPORT_URL_FIELDS})
+    except (KeyError, IndexError, ValueError):
+        return False
+    return text == "" or text.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replaying a CI job from its report (ci.replay)."""
+
+    git_timeout_s: PositiveFloat
+    fetch_timeout_s: PositiveFloat
+    max_record_bytes: PositiveInt
+    # "": the report folder; else an http(s) URL template over REPORT_URL_FIELDS
+    report_url: Annotated[str, Check(_url_template, "empty, or an http(s) URL using only {server}, {repository}, "
+                                                    "{run_id}, {attempt}, {label}")] = ""
+
+
 # --- thresholds.yaml -------------------------------------------------------------------------
 BoundValue = Union[float, Mapping[Union[int, str], float]]  # one bound, or bounds keyed by `by`
 
@@ -549,6 +573,7 @@ class Config:
     thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
     known_issues: tuple[KnownIssue, ...] = ()
     install: InstallConfig | None = None
+    replay: ReplayConfig | None = None
     source: Path = DEFAULT_CONFIG_DIR
 
     def arch(self, name: str) -> ArchSpec:
@@ -585,6 +610,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "kernels": ("kernels.yaml", KernelsConfig),
     "install": ("install.yaml", InstallConfig),
     "durations": ("durations.yaml", DurationsConfig),
+    "replay": ("replay.yaml", ReplayConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -618,6 +644,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
         install=built["install"],
+        replay=built["replay"],
         source=directory,
     )
     _cross_check(config, docs)

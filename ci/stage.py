@@ -8,12 +8,12 @@ import datetime as dt
 import json
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from ci import github, gpu, install, pull, registry
+from ci import github, gpu, install, pull, registry, replay
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env
 from ci.durations import NO_DURATIONS, Durations, record_json
@@ -34,6 +34,7 @@ class StageOptions:
     continue_on_error: bool
     durations: Path | None = None
     history: Durations = NO_DURATIONS  # what --durations held: drift is judged on it plus this run
+    pull_image: Callable[..., pull.PullOutcome] | None = None  # None: pull.pull_image; a replay pins a digest (ci.reproduce)
 
 
 def partition_label(plan: StagePlan) -> str:
@@ -110,7 +111,8 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         client = registry.connect(config.pull.probe_timeout_s)
         image = plan.images[0] if plan.image_overridden else None
         with github.group("image", env, out):
-            outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
+            outcome = (options.pull_image or pull.pull_image)(config, client, env, arch, str(image) if image else None,
+                                                              plan.rocm, today)
         containers = Containers(client, config.container, out)
         with github.group("GPU hygiene", env, out):
             gpu.gpu_clean(config.container, client, out)
@@ -138,6 +140,9 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
                         (outcome.digest or "") if outcome else "", env, dt.datetime.now(dt.timezone.utc),
                         plan.rocm or config.images.rocm)
     (report_dir / "durations.json").write_text(record_json(record))
+    replayable = replay.build_record(config, plan, run_plan, results, outcome, options.workspace, report_dir, env,
+                                     dt.datetime.now(dt.timezone.utc))
+    replay.write(report_dir, replayable)  # replay.json, and the same data as properties in junit.xml
     drifting = stage_drift(config, options.history, record)
     for warning in warning_lines(drifting, github.in_actions(env)):
         print(warning, file=out)
@@ -153,9 +158,10 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
                                [installed.markdown()] if installed else [], line)
     summary += "".join(f"\n{drift_markdown(drifting)}" if drifting else "")
     summary += "".join(f"\n### Partitions: {j.job.suite}\n\n{job_chart(plan, j)}\n" for j in plan.jobs)
+    summary += replay.summary_markdown(replayable)  # last: the one line that replays this job
     (report_dir / "summary.md").write_text(summary)
     github.append_summary(summary, env)
-    print(f"reports: {report_dir} (junit.xml, durations.json, summary.md{', install.json' if installed else ''})", file=out)
+    print(f"reports: {report_dir} (junit.xml, durations.json, replay.json, summary.md{', install.json' if installed else ''})", file=out)
     print(f"{run_plan.stage}: {line}", file=out, flush=True)
     return code
 
