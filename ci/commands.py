@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ci import build, container, github, gpu, history, install, pull, registry, workflows
+from ci import build, container, github, gpu, history, install, pull, registry, reproduce, workflows
 from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
@@ -202,6 +202,8 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     config = load_config()
     spec = config.stage(stage)
     args = parse_stage_args(f"nox -s {spec.name.replace('-', '_')} --", posargs)
+    if args.replay is not None or args.only or args.failed or args.force:  # a CI job again, from its report
+        return reproduce.replay_session(spec.name, runner_arch, args, skip, _env(), _workspace(), _today())
     partition_arg = parse_partition(args.partition) if args.partition else None
     if args.retries is not None and args.retries < 0:
         raise UserError(f"--retries {args.retries}: must be >= 0")
