@@ -245,9 +245,11 @@ def env_differences(record: Record, config: Config, env: Mapping[str, str]) -> l
 
 
 # --- the plan ------------------------------------------------------------------------------------
-def replay_plan(config: Config, record: Record, units: Sequence[ReplayUnit], workspace: Path, source: str) -> StagePlan:
+def replay_plan(config: Config, record: Record, units: Sequence[ReplayUnit], workspace: Path, source: str,
+                notes: Sequence[str] = ()) -> StagePlan:
     """A StagePlan whose jobs hold exactly `units`, each in its recorded partition and order, with the
-    recorded per-file and stage timeouts and kill grace: run_stage runs it like any plan."""
+    recorded per-file and stage timeouts and kill grace: run_stage runs it like any plan (`notes`
+    go to its summary)."""
     spec = config.stage(record.stage)
     spec = dataclasses.replace(spec, kill_grace_s=record.kill_grace_s)
     arch = config.arch(record.arch)
@@ -280,7 +282,7 @@ def replay_plan(config: Config, record: Record, units: Sequence[ReplayUnit], wor
         image_overridden=name is not None, image_source="override", image_shape=record.image,
         versions_override=config.images.versions, lookback_days=config.images.lookback_days,
         lan_registry=config.images.registries.lan, public_registry=config.images.registries.public,
-        test_root=workspace / record.test_root, jobs=tuple(jobs), rocm=record.rocm or None,
+        test_root=workspace / record.test_root, jobs=tuple(jobs), warnings=tuple(notes), rocm=record.rocm or None,
     )
 
 
@@ -474,7 +476,9 @@ def replay_report(given: str, *, env: Mapping[str, str], workspace: Path, today:
             config = load_config(env=run_env)
         except UserError as exc:
             raise UserError(f"the report's settings do not load as config here ({exc})") from None
-        plan = replay_plan(config, record, units, workspace, source)
+        notes = [f"replay of {source} ({which}; CI ran toolkit {record.toolkit.shown}, test tree {record.tree.shown})",
+                 *(c.line(force).removeprefix("replay: ") for c in comparisons if c.verdict is not Verdict.SAME)]
+        plan = replay_plan(config, record, units, workspace, source, notes)
         check_files(plan, record, box)
         for line in env_differences(record, config, run_env):
             say(f"replay: env DIFFERS: {line}")

@@ -58,6 +58,8 @@ def test_the_demo_ends_by_replaying_its_flaky_file_by_digest(demo):
     summary = (reports / "stage-demo" / "summary.md").read_text().rstrip("\n").splitlines()
     assert summary[-1].endswith(f"`nox -s stage_demo -- --replay {reports / 'stage-demo'}`")
     again = (reports / "replay-stage-demo" / "summary.md").read_text().rstrip("\n").splitlines()
+    note = f"- replay of {reports / 'stage-demo' / 'replay.json'} (--failed (failed, timed out or flaky in the report); CI ran"
+    assert any(line.startswith(note) for line in again)
     assert again[-1].endswith(f"`nox -s stage_demo -- --replay {reports / 'replay-stage-demo'}`")
 
 
