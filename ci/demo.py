@@ -221,10 +221,9 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         public.stop()
         sandbox.drop_tag(client, shipped.images.repository, tag)
         for image in client.images.list(name=f"*/{shipped.images.repository}"):  # the replay's pin by digest
-            if not image.tags:
-                for name in image.attrs.get("RepoDigests") or []:
-                    if name.startswith((f"{lan.address}/", f"{public.address}/")):
-                        _forget(client, name)
+            for name in image.attrs.get("RepoDigests") or []:
+                if name.startswith((f"{lan.address}/", f"{public.address}/")):
+                    _forget(client, name)
 
 
 def _forget(client, name: str) -> None:

@@ -42,7 +42,7 @@ def demo(docker):
 
 
 @pytest.mark.timeout(900)
-def test_the_demo_ends_by_replaying_its_flaky_file_by_digest(demo):
+def test_the_demo_ends_by_replaying_its_flaky_file_by_digest(demo, docker):
     out, workspace, _ = demo
     reports = workspace / "ci-reports"
     digest = json.loads((reports / "stage-demo" / "durations.json").read_text())["run"]["digest"]
@@ -58,6 +58,10 @@ def test_the_demo_ends_by_replaying_its_flaky_file_by_digest(demo):
     summary = (reports / "stage-demo" / "summary.md").read_text().rstrip("\n").splitlines()
     assert summary[-1].endswith(f"`nox -s stage_demo -- --replay {reports / 'stage-demo'}`")
     again = (reports / "replay-stage-demo" / "summary.md").read_text().rstrip("\n").splitlines()
+    lan = re.search(r"registries on loopback: LAN (\S+),", out).group(1)
+    pinned = [name for image in docker.images.list() for name in image.attrs.get("RepoDigests") or []
+              if name.startswith(f"{lan}/")]
+    assert pinned == []  # the demo forgets the image it pinned, as it forgets the one it pulled
     note = f"- replay of {reports / 'stage-demo' / 'replay.json'} (--failed (failed, timed out or flaky in the report); CI ran"
     assert any(line.startswith(note) for line in again)
     assert again[-1].endswith(f"`nox -s stage_demo -- --replay {reports / 'replay-stage-demo'}`")
