@@ -50,6 +50,19 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the code, tests, benchmarks and doors (config in pyproject.toml)."""
+    session.run(sys.executable, "-m", "ruff", "check", "ci", "tests", "bench", "sgl_kernel_tests", "tasks.py", "noxfile.py",
+                *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on ci/ (config in pyproject.toml: Optional misuse and untyped bodies are checked)."""
+    session.run(sys.executable, "-m", "mypy", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (what .ci/run runs); arguments after -- go to pytest."""
     session.run(sys.executable, "-m", "pytest", *session.posargs)  # nox's own Python: no venv here

@@ -1,5 +1,7 @@
 """invoke tasks: a menu over the ci library. Each task parses its arguments and calls one function."""
 
+import sys
+
 from invoke import task
 
 from ci import cli, commands
@@ -72,7 +74,7 @@ def start_container(c, arch=None, variant="default", image=None, gpu_clean=True)
 @task(name="exec", help={"arch": "runner arch (default: detected)"})
 def exec_(c, arch=None):
     """Run the command after -- in the CI container with the CI env; exits with its exit code."""
-    cli.run(commands.exec_command, c.remainder, arch=arch)
+    cli.run(commands.exec_command, cli.argv_after_dashes(sys.argv), arch=arch)  # c.remainder loses quoting
 
 
 @task(name="stop-container")
@@ -92,7 +94,20 @@ def gpu_clean(c):
                                  "install": "install the checkout in the container first (default: yes)"})
 def kernel_tests(c, arch=None, host=False, install=True):
     """pytest on sgl_kernel_tests/ with arch-aware known issues and JUnit XML; -- passes pytest args."""
-    cli.run(commands.kernel_tests_command, c.remainder, arch=arch, host=host, install=install)
+    cli.run(commands.kernel_tests_command, cli.argv_after_dashes(sys.argv), arch=arch, host=host, install=install)
+
+
+@task(help={"arch": "runner arch (default: detected)", "suite": "the job whose GPU count is wanted (stages.yaml)",
+            "gpus": "GPUs the job needs (default: the suite's, else 1)"})
+def preflight(c, arch=None, suite=None, gpus=None):
+    """Is this machine fit to run a job: GPUs, leaked VRAM, ECC/RAS, disk, reachability (exit 3 if not)."""
+    cli.run(commands.preflight_command, arch=arch, suite=suite, gpus=gpus)
+
+
+@task(name="verdict", help={"failure_class": "the stage step's failure_class output"})
+def verdict(c, failure_class=""):
+    """Exit with the code of a stage's failure class (the workflow's step after a stage it did not retry)."""
+    cli.run(commands.verdict_command, failure_class=failure_class)
 
 
 @task(name="install-deps", iterable=["skip"],

@@ -1,40 +1,92 @@
 """The boundary between the doors (tasks.py, noxfile.py) and the library: argument parsing for
-nox posargs, and the one place that turns errors into one stderr line and an exit code."""
+nox posargs and `invoke exec --`, and the one place that masks secrets, turns errors and signals
+into one stderr line, and sets the exit code."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
-from ci.errors import InfraFailure, ToolFailure, UserError
+from ci import secrets
+from ci.errors import ExitCode, InfraFailure, Terminated, ToolFailure, UserError
+
+INTERRUPTED_EXIT = ExitCode.CANCELLED  # 128 + SIGINT
 
 
 def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call one library function; UserError -> exit 2, ToolFailure -> exit 1 (InfraFailure 3), one line."""
+    """Call one library function. Secrets are masked before anything is printed; UserError -> exit
+    2, ToolFailure -> exit 1 (InfraFailure 3), SIGINT -> 130, SIGTERM -> 143, each with one line
+    (secrets scrubbed); a closed stdout is bad input like any other."""
     for noisy in ("urllib3", "docker"):  # nox turns the root logger to DEBUG; their chatter is not ours
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        result = func(*args, **kwargs)
+        secrets.mask_all()
+        with _sigterm_raises():
+            result = func(*args, **kwargs)
     except UserError as exc:
         _die(f"error: {exc}", exc.exit_code, whole=exc.multiline)
     except InfraFailure as exc:
         _die(f"infrastructure failure: {exc}", exc.exit_code, whole=True)
     except ToolFailure as exc:
         _die(f"failed: {exc}", exc.exit_code, whole=True)  # may carry a table
+    except BrokenPipeError:
+        _stdout_gone()
     except KeyboardInterrupt:
-        _die("interrupted", 130)
+        _die("interrupted (SIGINT): stopped before the end; the exit code says failed", INTERRUPTED_EXIT)
+    except Terminated:
+        _die("interrupted (SIGTERM): stopped before the end; the exit code says failed", Terminated.exit_code)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:
         raise SystemExit(result)
     return result
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated for the command's duration, so it ends like SIGINT does."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _die(text: str, code: int, whole: bool = False) -> NoReturn:
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _silence_stdout()
+    text = secrets.scrub_env(text)
     print(text if whole or not text else text.splitlines()[0], file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's own flush at exit has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _stdout_gone() -> NoReturn:
+    _silence_stdout()
+    _die("error: stdout was closed before the output ended (its reader went away, e.g. `| head -1`); "
+         "allowed: a stdout that stays open to the end, e.g. redirect to a file and read that", UserError.exit_code)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,3 +116,10 @@ def stage_arguments(prog: str) -> argparse.ArgumentParser:
 
 def parse_stage_args(prog: str, argv: Sequence[str]) -> argparse.Namespace:
     return stage_arguments(prog).parse_args(list(argv))
+
+
+def argv_after_dashes(argv: Sequence[str]) -> list[str]:
+    """The words after the first `--`, exactly as the user's shell passed them (quoting, spaces and
+    empty strings kept). invoke's own remainder joins them with spaces, which loses all of that."""
+    argv = list(argv)
+    return argv[argv.index("--") + 1:] if "--" in argv else []

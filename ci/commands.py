@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shlex
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ci import build, container, github, gpu, history, install, pull, registry, reproduce, workflows
+from ci import (
+    build,
+    container,
+    github,
+    gpu,
+    history,
+    install,
+    pull,
+    registry,
+    reproduce,
+    workflows,
+)
 from ci.arch import ArchResolution, resolve_arch
 from ci.changes import Selection, changed_files, matched_filters, parse_targets
 from ci.cli import parse_stage_args
@@ -26,6 +37,7 @@ from ci.durations import (
 )
 from ci.errors import ExitCode, InfraFailure, ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
+from ci.inputs import InputProblem, check_output_dir
 from ci.partition import parse_partition
 from ci.plan import (
     BudgetProblems,
@@ -37,7 +49,7 @@ from ci.plan import (
     render_plan_markdown,
 )
 from ci.routing import arches_for_event, render_route, route, route_outputs
-from ci.stage import StageOptions, partition_label, run_stage
+from ci.stage import StageOptions, container_path, partition_label, run_stage
 from ci.suites import TreeCheck, TreeScan, select
 
 
@@ -94,6 +106,7 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
     """`invoke route`: the runner label, timeout, partition count and run/skip of every job the
     event runs (per-commit or nightly stages); written to $GITHUB_OUTPUT in Actions."""
     config = load_config()
+    github.check_files(_env(), ("GITHUB_OUTPUT",))
     if cadence not in ("per-commit", "nightly"):
         raise UserError(f"--cadence {cadence!r}: allowed: per-commit, nightly")
     arches, _ = arches_for_event(config, event, runner_arch or None)
@@ -202,11 +215,12 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     config = load_config()
     spec = config.stage(stage)
     args = parse_stage_args(f"nox -s {spec.name.replace('-', '_')} --", posargs)
+    partition_arg = parse_partition(args.partition, config.limits.partitions) if args.partition is not None else None
+    if args.retries is not None and not 0 <= args.retries <= config.limits.retries:
+        raise UserError(f"--retries {args.retries}: allowed: 0 to {config.limits.retries} (config/limits.yaml retries)")
+    github.check_files(_env(), ("GITHUB_STEP_SUMMARY",))
     if args.replay is not None or args.only or args.failed or args.force:  # a CI job again, from its report
         return reproduce.replay_session(spec.name, runner_arch, args, skip, _env(), _workspace(), _today())
-    partition_arg = parse_partition(args.partition) if args.partition else None
-    if args.retries is not None and args.retries < 0:
-        raise UserError(f"--retries {args.retries}: must be >= 0")
     resolution = resolve_arch(config, flag=args.arch, env=_env())
     if resolution.arch.name != runner_arch:
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")
@@ -227,9 +241,15 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
         for line in render_plan(plan):
             print(line)
         return 0
+    report_dir = Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan)
+    container_path(workspace, report_dir, config.container.workdir)  # under the workspace, before anything is made
+    try:
+        check_output_dir(report_dir)
+    except InputProblem as problem:
+        raise UserError(f"--report-dir {report_dir}: {problem}") from None
     options = StageOptions(
         workspace=workspace,
-        report_dir=Path(args.report_dir) if args.report_dir else workspace / config.container.reports_dir / partition_label(plan),
+        report_dir=report_dir,
         retries=spec.retries if args.retries is None else args.retries,
         continue_on_error=args.continue_on_error,
         durations=durations,
@@ -283,7 +303,7 @@ def _today() -> dt.date:
 
 # --- containers -------------------------------------------------------------------------------
 def _containers(config: Config) -> container.Containers:
-    return container.Containers(registry.connect(config.pull.probe_timeout_s), config.container)
+    return container.Containers(registry.connect(config.pull.probe_timeout_s), config.container, secrets=_env())
 
 
 def _local_or_pulled(config: Config, client, arch, image: str | None) -> str:
@@ -313,9 +333,11 @@ def start_container_command(arch: str | None = None, variant: str = "default", i
     return 0
 
 
-def exec_command(remainder: str, arch: str | None = None) -> int:
-    """`invoke exec -- CMD...`: run in the container with the CI env; returns its exit code."""
-    argv = container.split_remainder(remainder)
+def exec_command(argv: Sequence[str], arch: str | None = None) -> int:
+    """`invoke exec -- CMD...`: run exactly the argv typed after `--` in the container with the CI
+    env; returns its exit code."""
+    if not argv:
+        raise UserError("nothing to run: give the command after --, e.g. invoke exec -- python3 -V")
     config = load_config()
     containers = _containers(config)
     running = containers.find()
@@ -345,16 +367,21 @@ def gpu_clean_command() -> int:
     return 0
 
 
-def kernel_tests_command(remainder: str = "", arch: str | None = None, host: bool = False, install: bool = True) -> int:
+def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = None, host: bool = False,
+                         install: bool = True) -> int:
     """`invoke kernel-tests`: pytest on sgl_kernel_tests with known issues for the arch, JUnit XML;
-    in the container, the checkout is installed first (as a stage does)."""
-    pytest_args = shlex.split(remainder) if remainder else []
+    the words after `--` go to pytest exactly as typed; in the container, the checkout is installed
+    first (as a stage does)."""
+    pytest_args = list(pytest_args)
     config = load_config()
     spec_arch = _resolve(config, arch).arch
     reports = config.container.reports_dir
     if host:
         workspace = _workspace()
-        (workspace / reports).mkdir(parents=True, exist_ok=True)
+        try:
+            check_output_dir(workspace / reports)
+        except InputProblem as problem:
+            raise UserError(f"reports folder {workspace / reports}: {problem}") from None
         tests = container.TOOLKIT / "sgl_kernel_tests"
         argv = [sys.executable, "-m", "pytest", "-c", str(tests / "pytest.ini"), str(tests), "-p", "ci.known_issues",
                 "--sgl-arch", spec_arch.name, f"--junitxml={workspace / reports / 'kernel-tests.xml'}", *pytest_args]
@@ -371,6 +398,47 @@ def kernel_tests_command(remainder: str = "", arch: str | None = None, host: boo
     return containers.exec(argv, container.exec_env(config.container, spec_arch), config.container.workdir)
 
 
+def preflight_command(arch: str | None = None, suite: str | None = None, gpus: int | str | None = None) -> int:
+    """`invoke preflight`: is this machine fit for a job (config/health.yaml)? GPUs (the suite's
+    count, --gpus, else 1), leaked VRAM, ECC/RAS, disk, reachability; the guarded reset. Exit 3
+    (infrastructure) when a check fails."""
+    from ci import health, preflight
+
+    if gpus is not None and not re.fullmatch(r"[1-9][0-9]*", str(gpus)):
+        raise UserError(f"--gpus {gpus}: a whole number >= 1")
+    gpus = int(gpus) if gpus is not None else None
+    config = load_config()
+    spec_arch = _resolve(config, arch).arch
+    wanted = gpus if gpus is not None else next((j.gpus for s in config.stages.values() for j in s.suites if j.suite == suite), None)
+    if suite and wanted is None and gpus is None:
+        raise UserError(f"--suite {suite}: no job in stages.yaml runs it")
+    client, no_engine = health.connect(config)
+    if no_engine:
+        print(f"note: {no_engine}; the engine's containers and data root are not asked")
+    report = preflight.run_preflight(config, spec_arch, wanted or 1, str(_workspace()), _env(), health.engine_host(client, config))
+    for line in report.lines():
+        print(line)
+    github.append_summary(report.markdown(), _env())
+    print(f"preflight: {'OK' if report.ok else 'INFRASTRUCTURE FAILURE: ' + report.failure}")
+    return ExitCode.OK if report.ok else ExitCode.INFRASTRUCTURE
+
+
+def verdict_command(failure_class: str = "") -> int:
+    """`invoke verdict --failure-class C`: the workflow's last word on a stage step it did not
+    retry: exits with that class's code (an empty class: the stage ended before classifying itself)."""
+    from ci.outcome import FailureClass
+
+    if not failure_class:
+        print("the stage step ended without a failure class (it failed before classifying itself)")
+        return ExitCode.FAILED
+    try:
+        found = FailureClass(failure_class)
+    except ValueError:
+        raise UserError(f"--failure-class {failure_class!r}: allowed: {', '.join(c.value for c in FailureClass)}") from None
+    print(f"stage: {found.headline} (exit code {found.exit_code})")
+    return found.exit_code
+
+
 def demo_command() -> int:
     """`nox -s demo`: the whole path end to end on loopback (see ci.demo)."""
     from ci import (
@@ -383,6 +451,7 @@ def demo_command() -> int:
 def build_image_command(arch: str | None = None, rocm: str | None = None, push: bool = True) -> int:
     """`invoke build-image`: build today's nightly for the arch, push it, output its name."""
     config = load_config()
+    github.check_files(_env(), ("GITHUB_OUTPUT",))
     spec_arch = _resolve(config, arch).arch
     workspace = _workspace()
     build.build_image(config, registry.connect(config.pull.probe_timeout_s), _env(), spec_arch, rocm, workspace,

@@ -15,23 +15,62 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 from ci.errors import ConfigError
-from ci.schema import NON_EMPTY, NON_NEGATIVE, POSITIVE, Check, Document, at_most, build, read_yaml
+from ci.schema import (
+    NON_EMPTY,
+    NON_NEGATIVE,
+    POSITIVE,
+    Bound,
+    Check,
+    Document,
+    at_most,
+    build,
+    limits_in_force,
+    read_yaml,
+)
+from ci.secrets import SECRET_ENV
+from ci.toolkit import toolkit_home
 from ci.versions import VERSION, date_pattern
 
 PositiveInt = Annotated[int, POSITIVE]
 PositiveFloat = Annotated[float, POSITIVE]
 NonNegativeFloat = Annotated[float, NON_NEGATIVE]
+# Numbers with an upper bound from config/limits.yaml (finite, and never absurd).
+Seconds = Annotated[float, POSITIVE, Bound("seconds")]
+SecondsOrZero = Annotated[float, NON_NEGATIVE, Bound("seconds")]
+Minutes = Annotated[float, POSITIVE, Bound("minutes")]
+WholeMinutes = Annotated[int, POSITIVE, Bound("minutes")]
+Gpus = Annotated[int, POSITIVE, Bound("gpus")]
+Partitions = Annotated[int, POSITIVE, Bound("partitions")]
+Attempts = Annotated[int, POSITIVE, Bound("attempts")]
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULT_CONFIG_DIR = toolkit_home() / "config"
 REGISTRY_ADDRESS = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?$")
+
+
+# --- limits.yaml ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds for numbers in config and on the command line (see the file)."""
+
+    seconds: Annotated[float, POSITIVE]
+    minutes: Annotated[float, POSITIVE]
+    days: Annotated[int, POSITIVE]
+    partitions: Annotated[int, POSITIVE]
+    gpus: Annotated[int, POSITIVE]
+    retries: Annotated[int, POSITIVE]
+    attempts: Annotated[int, POSITIVE]
+    pages: Annotated[int, POSITIVE]
+    page_size: Annotated[int, POSITIVE]
+    rounds: Annotated[int, POSITIVE]
+    bytes: Annotated[int, POSITIVE]
 
 
 # --- arches.yaml ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunnerPool:
     label: str  # a format string with {gpus}
-    gpu_counts: Annotated[tuple[PositiveInt, ...], NON_EMPTY]
+    gpu_counts: Annotated[tuple[Gpus, ...], NON_EMPTY]
     # runners behind each label (by its GPU count): partitions: auto never plans more partitions
     # than the label has runners; a label not listed has no cap but the stage's max_partitions
     runners: Mapping[int, PositiveInt] = field(default_factory=lambda: MappingProxyType({}))
@@ -44,14 +83,14 @@ class ArchSpec:
     product: str
     pool: RunnerPool
     runner_aliases: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     name: str = ""  # filled from the mapping key by the loader
 
 
 @dataclass(frozen=True)
 class Detection:
     runner_name_pattern: str
-    tool_timeout_s: PositiveFloat = 20.0
+    tool_timeout_s: Seconds = 20.0
 
 
 @dataclass(frozen=True)
@@ -87,11 +126,11 @@ class Discovery:
     """Finding the newest nightly with no version in config: the registry's tag list at pull time,
     the checkout's remote tags (git ls-remote) for the version of an image being built."""
 
-    timeout_s: PositiveFloat = 15.0  # connect and read timeout of each HTTP request (token, each page)
-    page_size: PositiveInt = 1000  # ?n= of the tag list; further pages follow the Link header
-    max_pages: PositiveInt = 100  # a longer Link chain is an error, not a loop
+    timeout_s: Seconds = 15.0  # connect and read timeout of each HTTP request (token, each page)
+    page_size: Annotated[int, POSITIVE, Bound("page_size")] = 1000  # ?n= of the tag list; further pages follow the Link header
+    max_pages: Annotated[int, POSITIVE, Bound("pages")] = 100  # a longer Link chain is an error, not a loop
     git_remote: str = "origin"
-    git_timeout_s: PositiveFloat = 30.0
+    git_timeout_s: Seconds = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +138,7 @@ class ImageConfig:
     repository: str
     rocm: str
     rocm_versions: Annotated[tuple[str, ...], NON_EMPTY]
-    lookback_days: PositiveInt
+    lookback_days: Annotated[int, POSITIVE, Bound("days")]
     versions: tuple[str, ...] = ()  # an override, newest first; empty: discovered
     registries: Registries = Registries()
     tag_format: str = "{version}-{rocm}-{image_arch}-{date}"
@@ -113,22 +152,22 @@ class ImageConfig:
 # --- pull.yaml -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LanPullPolicy:
-    first_progress_s: PositiveFloat  # no byte of progress by then: give up on the mirror
-    floor_bytes_per_s: PositiveFloat  # slower than this over a window: give up on the mirror
-    window_s: PositiveFloat
+    first_progress_s: Seconds  # no byte of progress by then: give up on the mirror
+    floor_bytes_per_s: Annotated[float, POSITIVE, Bound("bytes")]  # slower than this over a window: give up on the mirror
+    window_s: Seconds
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: PositiveInt
-    initial_wait_s: NonNegativeFloat
-    max_wait_s: NonNegativeFloat
-    jitter_s: NonNegativeFloat
+    attempts: Attempts
+    initial_wait_s: SecondsOrZero
+    max_wait_s: SecondsOrZero
+    jitter_s: SecondsOrZero
 
 
 @dataclass(frozen=True)
 class PublicPullPolicy(RetryPolicy):
-    stall_s: PositiveFloat = 300.0  # no progress at all for this long counts as a (retryable) timeout
+    stall_s: Seconds = 300.0  # no progress at all for this long counts as a (retryable) timeout
 
 
 @dataclass(frozen=True)
@@ -136,14 +175,15 @@ class PullConfig:
     lan: LanPullPolicy
     public: PublicPullPolicy
     login: RetryPolicy
-    probe_timeout_s: PositiveFloat = 20.0
-    connect_timeout_s: PositiveFloat = 10.0
-    progress_log_interval_s: PositiveFloat = 10.0
-    disk_headroom_bytes: Annotated[int, NON_NEGATIVE] = 0
+    probe_timeout_s: Seconds = 20.0
+    connect_timeout_s: Seconds = 10.0
+    progress_log_interval_s: Seconds = 10.0
+    disk_headroom_bytes: Annotated[int, NON_NEGATIVE, Bound("bytes")] = 0
 
 
 # --- stages.yaml ---------------------------------------------------------------------------
-PerArch = Mapping[str, PositiveFloat]  # "default" plus per-arch values
+PerArchSeconds = Mapping[str, Seconds]  # "default" plus per-arch values
+PerArchMinutes = Mapping[str, Minutes]
 AUTO = "auto"
 
 
@@ -153,10 +193,10 @@ class SuiteJob:
 
     suite: str
     arches: Annotated[tuple[str, ...], NON_EMPTY]
-    gpus: PositiveInt
-    partitions: Union[PositiveInt, Literal["auto"]]
-    per_file_timeout_s: PerArch
-    timeout_minutes: PerArch
+    gpus: Gpus
+    partitions: Union[Partitions, Literal["auto"]]
+    per_file_timeout_s: PerArchSeconds
+    timeout_minutes: PerArchMinutes
     variant: str
     label_suffix: str
     changes: str  # a change filter of workflows.yaml, or "always"
@@ -174,12 +214,12 @@ class StageSpec:
     cadence: Literal["per-commit", "nightly"]
     needs: tuple[str, ...]
     suites: Annotated[tuple[SuiteJob, ...], NON_EMPTY]
-    retries: Annotated[int, NON_NEGATIVE]  # retries of a file whose failure looks retryable
-    kill_grace_s: NonNegativeFloat  # SIGTERM to a timed-out file's tree, SIGKILL this much later
-    hard_deadline_margin_s: PositiveFloat  # host stops the container this long after the stage timeout
-    job_setup_minutes: PositiveFloat  # pull + container start + install, added for the job timeout
+    retries: Annotated[int, NON_NEGATIVE, Bound("retries")]  # retries of a file whose failure looks retryable
+    kill_grace_s: SecondsOrZero  # SIGTERM to a timed-out file's tree, SIGKILL this much later
+    hard_deadline_margin_s: Seconds  # host stops the container this long after the stage timeout
+    job_setup_minutes: Minutes  # pull + container start + install, added for the job timeout
     budget_share: Annotated[float, Check(lambda v: 0 < v <= 1, "in (0, 1]")]
-    max_partitions: PositiveInt
+    max_partitions: Partitions
     pr_label: str  # "" or a label a pull request must carry to run this stage (schedule runs it always)
     name: str = ""  # filled from the mapping key by the loader
 
@@ -230,25 +270,25 @@ class VariantSpec:
 @dataclass(frozen=True)
 class ExecSpec:
     workdir: str
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     offline_retry: bool = True
     no_retry_exit_codes: tuple[int, ...] = (0, 1, 137, 255)
 
 
 @dataclass(frozen=True)
 class StopSpec:
-    sigint_grace_s: NonNegativeFloat = 10.0
-    stop_timeout_s: NonNegativeFloat = 60.0
+    sigint_grace_s: SecondsOrZero = 10.0
+    stop_timeout_s: SecondsOrZero = 60.0
 
 
 @dataclass(frozen=True)
 class HygieneSpec:
-    rounds: PositiveInt = 3
-    interval_s: NonNegativeFloat = 30.0
-    term_grace_s: NonNegativeFloat = 5.0
-    vram_threshold_pct: Annotated[float, NON_NEGATIVE] = 6.0
+    rounds: Annotated[int, POSITIVE, Bound("rounds")] = 3
+    interval_s: SecondsOrZero = 30.0
+    term_grace_s: SecondsOrZero = 5.0
+    vram_threshold_pct: Annotated[float, NON_NEGATIVE, at_most(100)] = 6.0
     device_globs: tuple[str, ...] = ("/dev/kfd", "/dev/dri/renderD*")
-    tool_timeout_s: PositiveFloat = 30.0
+    tool_timeout_s: Seconds = 30.0
 
 
 @dataclass(frozen=True)
@@ -270,7 +310,7 @@ class ContainerConfig:
     render_devices_file: str | None = None
     render_devices_fallback: DeviceSpec | None = None
     mounts: tuple[MountSpec, ...] = ()
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     secret_env: tuple[str, ...] = ()
     variants: Mapping[str, VariantSpec] = field(default_factory=lambda: EMPTY)
     stop: StopSpec = StopSpec()
@@ -281,7 +321,7 @@ class ContainerConfig:
 @dataclass(frozen=True)
 class ListedFile:
     path: str
-    est_time: PositiveFloat | None = None  # none: measured time, else the suite's mean estimate
+    est_time: Seconds | None = None  # none: measured time, else the suite's mean estimate
 
 
 @dataclass(frozen=True)
@@ -293,10 +333,10 @@ class CommandUnit:
     name: str
     argv: Annotated[tuple[str, ...], NON_EMPTY]
     cwd: str  # relative to the workspace
-    est_time: PositiveFloat
+    est_time: Seconds
     every_partition: bool
-    only_partition: Union[PositiveInt, None]  # 1-based; None: wherever partitioning puts it
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    only_partition: Union[Partitions, None]  # 1-based; None: wherever partitioning puts it
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
 
 
 @dataclass(frozen=True)
@@ -315,7 +355,7 @@ class SuitesConfig:
     cuda_register_function: str
     files: Mapping[str, tuple[ListedFile, ...]]
     commands: Mapping[str, tuple[CommandUnit, ...]]
-    est_time_overrides: Mapping[str, Mapping[str, PositiveFloat]]
+    est_time_overrides: Mapping[str, Mapping[str, Seconds]]
     runner: Literal["auto", "unittest", "pytest"]
     acknowledged: tuple[Acknowledgement, ...]
 
@@ -327,29 +367,64 @@ class NightlyBuild:
     rocm: str
 
 
+FULL_SHA = Check(lambda v: bool(_SHA.fullmatch(v)), "a full 40-hex commit SHA (never a branch or tag)")
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class PinnedAction:
+    repository: str  # owner/name
+    sha: Annotated[str, FULL_SHA]
+    version: str  # the tag the SHA is, for people
+
+
+@dataclass(frozen=True)
+class WorkflowSecrets:
+    """GitHub secret names: pull-only for jobs that run code under test, push for publish jobs."""
+
+    pull_username: str
+    pull_token: str
+    push_username: str
+    push_token: str
+    hf_token: str
+
+
+@dataclass(frozen=True)
+class AcceptedFinding:
+    """A workflow audit finding below medium severity that stays, and why."""
+
+    ident: str  # zizmor's audit name, e.g. template-injection
+    expression: str  # a regular expression the flagged expression (or line) must match whole
+    reason: str
+
+
 @dataclass(frozen=True)
 class WorkflowsConfig:
     toolkit_repository: str
-    toolkit_ref: str
-    toolkit_path: str
+    toolkit_ref: Annotated[str, FULL_SHA]
+    toolkit_install_dir: str
     python_version: str
+    actions: Mapping[str, PinnedAction]
+    secrets: WorkflowSecrets
+    publish_environment: Annotated[str, NON_EMPTY]
     pr_branches: tuple[str, ...]
     pr_test_schedule: str
     nightly_schedule: str
     route_runner: str
-    route_timeout_minutes: PositiveInt
+    route_timeout_minutes: WholeMinutes
     nightly_builds: tuple[NightlyBuild, ...]
     build_runner: str
-    build_timeout_minutes: PositiveInt
+    build_timeout_minutes: WholeMinutes
     mirror_runner: str
-    mirror_timeout_minutes: PositiveInt
+    mirror_timeout_minutes: WholeMinutes
     # Change detection: filter name -> path globs (fnmatch-style, `**` for any depth, `!` excludes).
     change_filters: Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]]
     fastfail_bypass_label: str  # a pull request with this label runs every stage and file
-    git_timeout_s: PositiveFloat  # the route job's `git diff` for change detection
+    git_timeout_s: Seconds  # the route job's `git diff` for change detection
     pr_test_rocm: str  # the PR workflow's image flavour unless a dispatch picks another
     nightly_test_rocm: str
     nightly_test_schedule: str  # the nightly test workflow's cron
+    audit_accepted: tuple[AcceptedFinding, ...] = ()
 
 
 # --- durations.yaml --------------------------------------------------------------------------
@@ -426,9 +501,9 @@ def _url_template(text: str) -> bool:
 class ReplayConfig:
     """Replaying a CI job from its report (ci.replay)."""
 
-    git_timeout_s: PositiveFloat
-    fetch_timeout_s: PositiveFloat
-    max_record_bytes: PositiveInt
+    git_timeout_s: Seconds
+    fetch_timeout_s: Seconds
+    max_record_bytes: Annotated[int, POSITIVE, Bound("bytes")]
     # "": the report folder; else an http(s) URL template over REPORT_URL_FIELDS
     report_url: Annotated[str, Check(_url_template, "empty, or an http(s) URL using only {server}, {repository}, "
                                                     "{run_id}, {attempt}, {label}")] = ""
@@ -557,6 +632,74 @@ class InstallConfig:
         return [s.name for s in self.steps]
 
 
+# --- health.yaml -----------------------------------------------------------------------------
+CheckMode = Literal["fail", "warn", "off"]
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """Each preflight check: fail (the job stops, an infrastructure failure), warn, or off."""
+
+    gpus: CheckMode
+    leaked_vram: CheckMode
+    ecc: CheckMode
+    disk: CheckMode
+    reachability: CheckMode
+
+
+@dataclass(frozen=True)
+class DiskRule:
+    path: str  # $DOCKER_ROOT (the engine's data root), $WORKSPACE, or an absolute path
+    min_free_gib: PositiveFloat
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    url: str  # http(s)://host[:port][/path]; any HTTP answer counts as reachable
+
+
+@dataclass(frozen=True)
+class ResetPolicy:
+    mode: Literal["auto", "warn", "off"]
+    commands: Mapping[str, Annotated[tuple[str, ...], NON_EMPTY]]  # tool -> argv with {gpu}
+    timeout_s: PositiveFloat
+    settle_s: NonNegativeFloat  # wait after a reset before reading the GPU again
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    min_gpus: PositiveInt  # jobs with at least this many GPUs run it
+    timeout_s: PositiveFloat
+    backend: str  # nccl (RCCL on ROCm); gloo is the CPU stand-in the tests use
+    argv: Annotated[tuple[str, ...], NON_EMPTY]  # with {gpus}, {backend}, {timeout_s}
+    workdir: str
+
+
+@dataclass(frozen=True)
+class Classification:
+    gpu_hang_exit_codes: Annotated[tuple[int, ...], NON_EMPTY]  # a file ending so: the GPU hung (SIGABRT)
+    stuck_busy_pct: Annotated[float, Check(lambda v: 0 < v <= 100, "in (0, 100]")]  # after a timeout
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    checks: HealthChecks
+    tool_timeout_s: PositiveFloat
+    vram_threshold_pct: Annotated[float, Check(lambda v: 0 < v <= 100, "in (0, 100]")]
+    max_uncorrectable: Annotated[int, NON_NEGATIVE]
+    warn_correctable: Annotated[int, NON_NEGATIVE]
+    shared_devices: tuple[str, ...]  # device files any GPU's process holds (/dev/kfd, /dev/nvidiactl)
+    gpu_devices: tuple[str, ...]  # per-GPU device files, when sysfs cannot say which is whose
+    disk: tuple[DiskRule, ...]
+    docker_root: str  # when the engine does not say
+    reachability_timeout_s: PositiveFloat
+    endpoints: tuple[Endpoint, ...]
+    reset: ResetPolicy
+    smoke: SmokeTest
+    classify: Classification
+
+
 @dataclass(frozen=True)
 class Config:
     arches: Mapping[str, ArchSpec]
@@ -568,13 +711,15 @@ class Config:
     suites: SuitesConfig
     kernels: KernelsConfig
     durations: DurationsConfig
-    container: ContainerConfig | None = None
-    workflows: WorkflowsConfig | None = None
-    thresholds: Mapping[str, Mapping[str, MetricBound]] = field(default_factory=lambda: EMPTY)
-    known_issues: tuple[KnownIssue, ...] = ()
-    install: InstallConfig | None = None
-    replay: ReplayConfig | None = None
-    source: Path = DEFAULT_CONFIG_DIR
+    container: ContainerConfig
+    workflows: WorkflowsConfig
+    thresholds: Mapping[str, Mapping[str, MetricBound]]
+    known_issues: tuple[KnownIssue, ...]
+    install: InstallConfig
+    health: HealthConfig
+    limits: Limits
+    replay: ReplayConfig
+    source: Path
 
     def arch(self, name: str) -> ArchSpec:
         if name not in self.arches:
@@ -597,6 +742,7 @@ class Config:
 
 # Each config file and the type its top level must have.
 FILES: dict[str, tuple[str, Any]] = {
+    "limits": ("limits.yaml", Limits),  # first: the bounds every other file is built with
     "arches": ("arches.yaml", ArchesFile),
     "routing": ("routing.yaml", RoutingConfig),
     "images": ("images.yaml", ImageConfig),
@@ -610,6 +756,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "kernels": ("kernels.yaml", KernelsConfig),
     "install": ("install.yaml", InstallConfig),
     "durations": ("durations.yaml", DurationsConfig),
+    "health": ("health.yaml", HealthConfig),
     "replay": ("replay.yaml", ReplayConfig),
 }
 
@@ -627,7 +774,9 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
     if override_path:
         _apply_override_file(docs, read_yaml(Path(override_path)))
     _apply_env(docs, env)
-    built = {key: build(kind, docs[key].data, docs[key]) for key, (_, kind) in FILES.items()}
+    limits: Limits = build(Limits, docs["limits"].data, docs["limits"])
+    with limits_in_force(dataclasses.asdict(limits)):
+        built = {key: build(kind, docs[key].data, docs[key]) for key, (_, kind) in FILES.items()}
     arches_file: ArchesFile = built["arches"]
     config = Config(
         arches=MappingProxyType({n: dataclasses.replace(a, name=n) for n, a in arches_file.arches.items()}),
@@ -644,6 +793,8 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         thresholds=built["thresholds"],
         known_issues=built["known_issues"],
         install=built["install"],
+        health=built["health"],
+        limits=limits,
         replay=built["replay"],
         source=directory,
     )
@@ -676,19 +827,56 @@ def _apply_env(docs: dict[str, Document], env: Mapping[str, str]) -> None:
         if value is None or value == "":
             continue
         value = value.strip().removesuffix("/")
-        if not REGISTRY_ADDRESS.match(value):
-            raise ConfigError(f"{variable}={value!r} is not a registry address (allowed: host or host:port, no scheme)")
+        problem = registry_problem(value)
+        if problem:
+            raise ConfigError(f"{variable}={shown_registry(value)!r} {problem}")
         data = docs["images"].data
-        data.setdefault("registries", {})[key] = value
+        if isinstance(data, dict) and isinstance(data.setdefault("registries", {}), dict):
+            data["registries"][key] = value  # anything else fails the build below, naming the file
     rocm = env.get(ROCM_ENV)
     if rocm:  # SGLang's scripts take the image's ROCm flavour from this variable
-        allowed = docs["images"].data.get("rocm_versions") or []
+        data = docs["images"].data
+        allowed = (data.get("rocm_versions") if isinstance(data, dict) else None) or []
         if rocm not in allowed:
             raise ConfigError(f"{ROCM_ENV}={rocm!r} is not a ROCm version of the images (allowed: {', '.join(map(str, allowed))})")
-        docs["images"].data["rocm"] = rocm
+        data["rocm"] = rocm
+
+
+def shown_registry(value: str) -> str:
+    """A registry as it may be printed: credentials (user:password@) never echoed."""
+    scheme, sep, rest = value.rpartition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
+
+
+def registry_problem(value: str) -> str | None:
+    """Why `value` is not a registry address (host or host:port, no scheme, no credentials)."""
+    if REGISTRY_ADDRESS.match(value) and len(value) <= 255:
+        port = value.rpartition(":")[2] if not value.endswith("]") and ":" in value else None
+        if port is None or 1 <= int(port) <= 65535:
+            return None
+        return "has a port out of range (allowed: host or host:port, port 1-65535)"
+    if "@" in value:
+        return "carries credentials (allowed: host or host:port; log in with DOCKERHUB_AMD_USERNAME/TOKEN)"
+    return "is not a registry address (allowed: host or host:port, no scheme)"
 
 
 def _cross_check(config: Config, docs: dict[str, Document]) -> None:
+    for key in ("public", "lan"):  # config and override held to the env variables' rules
+        value = getattr(config.images.registries, key)
+        problem = registry_problem(value) if value is not None else None
+        if problem:
+            raise docs["images"].fail(("registries", key), f"{shown_registry(value)!r} {problem}")
+    for index, name in enumerate(config.container.secret_env if config.container else ()):
+        if name not in SECRET_ENV:
+            raise docs["container"].fail(("secret_env", index), f"{name!r} is not a secret the toolkit masks and "
+                                         f"scrubs (allowed: {', '.join(SECRET_ENV)}; add new ones to ci/secrets.py)")
+    for name, arch in config.arches.items():
+        _check_template(arch.pool.label, {"gpus": 1}, docs["arches"], ("arches", name, "pool", "label"))
+    fields = {"gfx": "gfx942", "rocm": "rocm700", "version": "v0.0.0", "image_arch": "mi30x"}
+    for arg in config.images.build.args:
+        _check_template(config.images.build.args[arg], fields, docs["images"], ("build", "args", arg))
     arches = list(config.arches)
     allowed = f"allowed: {', '.join(arches)}"
     routing = docs["routing"]
@@ -715,12 +903,14 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
                                           f"no pool of {gpus} GPU(s) (gpu_counts: {list(arch.pool.gpu_counts)})")
     _check_thresholds(config, docs["thresholds"], allowed)
     _check_install(config.install, docs["install"])
+    _check_health(config.health, docs["health"])
     for arch in config.suites.est_time_overrides:
         if arch not in config.arches:
             raise docs["suites"].fail(("est_time_overrides", arch), f"unknown arch {arch!r} ({allowed})")
     for key in ("pr_test_rocm", "nightly_test_rocm"):
         if getattr(config.workflows, key) not in config.images.rocm_versions:
             raise docs["workflows"].fail((key,), f"{getattr(config.workflows, key)!r} is not in images.yaml rocm_versions")
+    _check_workflows(config, docs["workflows"])
     for index, nightly_build in enumerate(config.workflows.nightly_builds):
         if nightly_build.arch not in config.arches:
             raise docs["workflows"].fail(("nightly_builds", index, "arch"), f"unknown arch {nightly_build.arch!r} ({allowed})")
@@ -775,6 +965,42 @@ def _check_stages(config: Config, doc: Document, suites_doc: Document, allowed: 
             filters = {"always", *(config.workflows.change_filters if config.workflows else ())}
             if job.changes not in filters:
                 raise doc.fail(where + ("changes",), f"unknown change filter {job.changes!r} (allowed: {', '.join(sorted(filters))})")
+def _check_workflows(config: Config, doc: Document) -> None:
+    """Trust levels stay apart: publish runners are no test pool, push secrets are not pull secrets."""
+    pools = {a.pool.label.format(gpus=n) for a in config.arches.values() for n in a.pool.gpu_counts}
+    for key in ("build_runner", "mirror_runner"):
+        label = getattr(config.workflows, key)
+        if label in pools or label == config.workflows.route_runner:
+            raise doc.fail((key,), f"{label!r} is a label test jobs run on (allowed: a publish-only label, "
+                                   "so code under test never shares a machine with the push token)")
+    names = config.workflows.secrets
+    if {names.push_username, names.push_token} & {names.pull_username, names.pull_token, names.hf_token}:
+        raise doc.fail(("secrets",), "the push secrets must not be the pull secrets (allowed: separate names)")
+    for index, accepted in enumerate(config.workflows.audit_accepted):
+        try:
+            re.compile(accepted.expression)
+        except re.error as exc:
+            raise doc.fail(("audit_accepted", index, "expression"), f"not a regular expression: {exc}") from None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", config.workflows.toolkit_install_dir):
+        raise doc.fail(("toolkit_install_dir",), "must be one folder name (letters, digits, _ . -)")
+
+
+def _check_template(text: str, fields: Mapping[str, Any], doc: Document, path: tuple) -> None:
+    """A format string in config must render: only the named fields, no spec, conversion,
+    attribute or index (checked at load, not when a job first uses it)."""
+    allowed = f"allowed: {', '.join('{' + f + '}' for f in fields)}; write {{{{ and }}}} for braces"
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise doc.fail(path, f"{text!r} is not a format string that renders ({exc}; {allowed})") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in fields or spec or conversion:
+            raise doc.fail(path, f"{text!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}} does not render ({allowed})")
+
+
 def _check_image_tags(images: ImageConfig, doc: Document) -> None:
     """The tag format is the one home of the tag's shape: candidates are built from it and tag
     lists are parsed with a pattern made from it, so both must be able to read it back."""
@@ -870,3 +1096,26 @@ def _check_install(install: InstallConfig, doc: Document) -> None:
         raise doc.fail(("proof", "version_pattern"), f"not a regular expression: {exc}") from None
     if not install.proof.expected_root.startswith("/"):
         raise doc.fail(("proof", "expected_root"), "must be an absolute path in the container")
+
+
+HEALTH_TOOLS = ("amd-smi", "rocm-smi", "nvidia-smi")
+SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s")
+
+
+def _check_health(health: HealthConfig, doc: Document) -> None:
+    for tool, argv in health.reset.commands.items():
+        if tool not in HEALTH_TOOLS:
+            raise doc.fail(("reset", "commands", tool), f"unknown tool {tool!r} (allowed: {', '.join(HEALTH_TOOLS)})")
+        if "{gpu}" not in argv:
+            raise doc.fail(("reset", "commands", tool), "needs {gpu} in its argv")
+    for index, arg in enumerate(health.smoke.argv):
+        for name in PLACEHOLDER.findall(arg):
+            if name not in SMOKE_PLACEHOLDERS:
+                raise doc.fail(("smoke", "argv", index), f"unknown placeholder {{{name}}} (allowed: "
+                                                         f"{', '.join('{' + p + '}' for p in SMOKE_PLACEHOLDERS)})")
+    for index, rule in enumerate(health.disk):
+        if not (rule.path in ("$DOCKER_ROOT", "$WORKSPACE") or rule.path.startswith("/")):
+            raise doc.fail(("disk", index, "path"), f"{rule.path!r}: $DOCKER_ROOT, $WORKSPACE or an absolute path")
+    for index, endpoint in enumerate(health.endpoints):
+        if not re.match(r"^https?://[^/\s]+", endpoint.url):
+            raise doc.fail(("endpoints", index, "url"), f"{endpoint.url!r} is not an http(s) URL")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -22,9 +21,11 @@ from docker.types import Mount, Ulimit
 
 from ci import procs
 from ci.config import ArchSpec, ContainerConfig, DeviceSpec, MountSpec, VariantSpec
-from ci.errors import ToolFailure, UserError
+from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, UserError
+from ci.secrets import ScrubbingSink, exec_secrets
+from ci.toolkit import exposed_by, toolkit_home
 
-TOOLKIT = Path(__file__).resolve().parent.parent
+TOOLKIT = toolkit_home()  # the installed toolkit (outside every read-write mount), mounted read-only
 LABEL = "sgl-ci"
 
 
@@ -32,7 +33,7 @@ LABEL = "sgl-ci"
 class HostView:
     """What this host has, so the spec can be built (and tested) without touching the host."""
 
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # the host's environment: may hold secrets
     exists: Callable[[str], bool] = os.path.exists
     read_text: Callable[[str], str | None] = lambda path: Path(path).read_text() if os.path.isfile(path) else None
     toolkit: str = str(TOOLKIT)
@@ -49,8 +50,8 @@ class ContainerSpec:
     command: tuple[str, ...]
     devices: tuple[str, ...]  # host:container:permissions
     mounts: tuple[MountSpec, ...]  # sources resolved
-    env: Mapping[str, str]  # never secret
-    secret_names: tuple[str, ...]  # passed from the host env by name
+    env: Mapping[str, str] = field(repr=False)  # never secret (secrets go to each exec), but an environment
+    secret_names: tuple[str, ...]  # given to each exec from the host env by name, never stored in the container
     group_add: tuple[str, ...]
     cap_add: tuple[str, ...]
     security_opt: tuple[str, ...]
@@ -65,7 +66,8 @@ class ContainerSpec:
     labels: Mapping[str, str]
     left_out: tuple[str, ...] = ()  # optional devices/mounts this host lacks
 
-    def run_kwargs(self, secrets: Mapping[str, str]) -> dict[str, Any]:
+    def run_kwargs(self) -> dict[str, Any]:
+        """The engine's arguments. No secret: what is here, `docker inspect` shows to anyone."""
         return {
             "image": self.image,
             "command": list(self.command),
@@ -74,7 +76,7 @@ class ContainerSpec:
             "tty": True,
             "devices": list(self.devices),
             "mounts": [Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in self.mounts],
-            "environment": {**self.env, **{k: secrets[k] for k in self.secret_names if k in secrets}},
+            "environment": dict(self.env),
             "group_add": list(self.group_add),
             "cap_add": list(self.cap_add),
             "security_opt": list(self.security_opt),
@@ -145,6 +147,10 @@ def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str
         else:
             raise ToolFailure(f"required mount source {source} is missing on this host")
 
+    exposed = exposed_by(mounts, Path(host.toolkit))
+    if exposed:  # nothing the container can write may be run on the host afterwards
+        raise ToolFailure(f"{exposed[0]} is inside the read-write mount {exposed[1]}: code under test could rewrite "
+                          "what the host runs next; install the toolkit outside it (ci/setup_toolkit.py, as CI does)")
     env = {**config.env, **arch.env, "SGL_CI_ARCH": arch.name}
     return ContainerSpec(
         name=config.name,
@@ -176,10 +182,6 @@ class ExecOutcome:
     timed_out: bool = False
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised so that `finally` blocks (and the container stop) run."""
-
-
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     def handler(signum, frame):
@@ -203,6 +205,7 @@ class Containers:
     client: docker.DockerClient
     config: ContainerConfig
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # host env: secret_env values for each exec
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -214,6 +217,8 @@ class Containers:
             return None
 
     def start(self, spec: ContainerSpec, secrets: Mapping[str, str]):
+        """Start the container; `secrets` (the host env) are kept for its execs, never given to it."""
+        self.secrets = secrets
         old = self.find(spec.name)
         if old is not None:
             self.say(f"removing container {old.name} ({old.short_id}, {old.status}) left by an earlier run")
@@ -221,7 +226,7 @@ class Containers:
         for line in spec.describe():
             self.say(line)
         try:
-            container = self.client.containers.run(**spec.run_kwargs(secrets))
+            container = self.client.containers.run(**spec.run_kwargs())
         except docker.errors.ImageNotFound:
             raise ToolFailure(f"image {spec.image} is not present locally: run `invoke pull-image` first") from None
         except docker.errors.APIError as exc:
@@ -280,13 +285,17 @@ class Containers:
     def run_exec(self, argv: Sequence[str], env: Mapping[str, str], workdir: str, sink: BinaryIO | None = None,
                  timeout_s: float | None = None) -> ExecOutcome:
         """`exec`, with an optional timeout: past it the command's process tree gets SIGINT, then
-        SIGKILL after the grace, and the outcome says it timed out."""
+        SIGKILL after the grace, and the outcome says it timed out. Secrets (config secret_env) go
+        into this exec's environment only, never the container's config; its output is scrubbed of
+        them. An exit code that is unknown or not yet there after the wait raises ExitCodeUnknown:
+        never 0."""
         container = self.find()
         if container is None:
             raise ToolFailure(f"no container {self.config.name}: run `invoke start-container` first")
         api = self.client.api
-        exec_id = api.exec_create(container.id, list(argv), environment=dict(env), workdir=workdir)["Id"]
-        sink = sink or sys.stdout.buffer
+        given = exec_secrets(self.config.secret_env, self.secrets)
+        exec_id = api.exec_create(container.id, list(argv), environment={**env, **given}, workdir=workdir)["Id"]
+        sink = ScrubbingSink(sink or sys.stdout.buffer, given.values())
         expired = threading.Event()
 
         def expire() -> None:
@@ -309,12 +318,14 @@ class Containers:
             finally:
                 if timer is not None:
                     timer.cancel()
+                sink.close()
+        info: Mapping[str, Any] = {}
         for _ in range(50):  # the stream can end a moment before the exit code is recorded
             info = api.exec_inspect(exec_id)
             if not info.get("Running"):
-                return ExecOutcome(int(info.get("ExitCode") or 0), expired.is_set())
+                break
             time.sleep(0.1)
-        return ExecOutcome(int(api.exec_inspect(exec_id).get("ExitCode") or 0), expired.is_set())
+        return ExecOutcome(exit_code_of(info, argv, container.name), expired.is_set())
 
     def _interrupt_exec(self, exec_id: str, whole_tree: bool = False) -> None:
         """SIGINT to the exec'd process (to everything below it too for a timeout), SIGKILL to what
@@ -331,6 +342,15 @@ class Containers:
                 procs.send(member, signal.SIGKILL)
 
 
+def exit_code_of(info: Mapping[str, Any], argv: Sequence[str], where: str) -> int:
+    """The exit code from the engine's exec record; unknown or still running is a failure."""
+    code = info.get("ExitCode")
+    if info.get("Running") or isinstance(code, bool) or not isinstance(code, int):
+        state = "still running after the wait" if info.get("Running") else f"exit code {code!r}"
+        raise ExitCodeUnknown(f"`{argv[0] if argv else '?'}` in {where}: {state}: its result is unknown, counted as failed")
+    return code
+
+
 def exec_env(config: ContainerConfig, arch: ArchSpec) -> dict[str, str]:
     return {**config.exec.env, **arch.env, "SGL_CI_ARCH": arch.name}
 
@@ -344,14 +364,3 @@ def exec_with_retry(containers: Containers, arch: ArchSpec, argv: Sequence[str],
         containers.say(f"exit code {code}: retrying once with HF_HUB_OFFLINE=1")
         code = containers.exec(argv, {**env, "HF_HUB_OFFLINE": "1"}, spec.workdir, sink)
     return code
-
-
-def split_remainder(remainder: str) -> list[str]:
-    """invoke joins what follows `--` with spaces; split it back like a shell would (no expansion)."""
-    try:
-        argv = shlex.split(remainder)
-    except ValueError as exc:
-        raise UserError(f"cannot split the command after --: {exc}") from None
-    if not argv:
-        raise UserError("nothing to run: give the command after --, e.g. invoke exec -- python3 -V")
-    return argv

@@ -101,6 +101,12 @@ known_issues:
     reason: greedy decoding is not bit-identical across runs on MI300X
     link: https://github.com/sgl-project/sglang/pull/23156
     expires: 2027-03-31
+health:
+  # No GPU here: the GPU checks say what they see without failing; disk and the (loopback)
+  # registries are checked for real.
+  checks: {{gpus: "off", leaked_vram: warn, ecc: warn, disk: fail, reachability: fail}}
+  disk: [{{path: $DOCKER_ROOT, min_free_gib: 1}}, {{path: $WORKSPACE, min_free_gib: 1}}]
+  endpoints: []
 {install}thresholds:
   test_demo_throughput:
     output_throughput: {{kind: min, unit: tok/s, default: 1500, arch: {{mi300: 1000}}}}

@@ -1,5 +1,6 @@
 """Errors that the command-line boundary turns into one stderr line, and the exit codes (one place):
-0 passed, 1 tests (or a tool) failed, 2 bad input, 3 the CI's own setup failed before any test ran."""
+0 passed, 1 tests (or a tool) failed, 2 bad input, 3 the CI's own setup failed before any test ran
+(or the machine failed the run: ci.outcome), 130 cancelled (SIGINT or SIGTERM)."""
 
 from enum import IntEnum
 
@@ -9,6 +10,9 @@ class ExitCode(IntEnum):
     FAILED = 1  # a test failed, or a tool did (pull, start)
     USAGE = 2  # bad input: a flag, a config file
     INFRASTRUCTURE = 3  # install, warm-up or the import proof failed: no test file ran, none failed
+    # (also: preflight, smoke test, pull, container start, a lost container, a GPU hang: ci.outcome)
+    CANCELLED = 130  # interrupted by SIGINT (128 + 2); never retried
+    TERMINATED = 143  # interrupted by SIGTERM (128 + 15): what a cancelled GitHub job gets after SIGINT
 
 
 class UserError(Exception):
@@ -32,3 +36,16 @@ class InfraFailure(ToolFailure):
     """The CI's own setup failed (installing the checkout, warm-up, import proof): exit code 3."""
 
     exit_code = ExitCode.INFRASTRUCTURE
+
+
+class ExitCodeUnknown(ToolFailure):
+    """A command whose exit code the engine did not record (or that still ran after the wait):
+    a failure, never a pass."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a cancelled CI job gets after SIGINT), raised like KeyboardInterrupt so that
+    `finally` blocks run, the container stops and reports are written."""
+
+    signal_name = "SIGTERM"
+    exit_code = ExitCode.TERMINATED

@@ -8,33 +8,55 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TextIO
 
+from ci.errors import UserError
+from ci.inputs import InputProblem, check_writable_file
+
+FILE_ENV = ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
+
 
 def in_actions(env: Mapping[str, str]) -> bool:
     return env.get("GITHUB_ACTIONS") == "true"
 
 
-def write_outputs(values: Mapping[str, str], env: Mapping[str, str]) -> bool:
-    """Append name=value pairs to $GITHUB_OUTPUT (heredoc form for multi-line values)."""
-    path = env.get("GITHUB_OUTPUT")
+def check_files(env: Mapping[str, str], names: tuple[str, ...] = FILE_ENV) -> None:
+    """Before any work: each of $GITHUB_OUTPUT / $GITHUB_STEP_SUMMARY that is set must be a file
+    we can append to, so a command never does its work and then fails to say so."""
+    for name in names:
+        path = env.get(name)
+        if path:
+            try:
+                check_writable_file(path)
+            except InputProblem as problem:
+                raise UserError(f"{name}={path}: cannot be written: {problem}") from None
+
+
+def _append(name: str, env: Mapping[str, str], text: str) -> bool:
+    path = env.get(name)
     if not path:
         return False
-    with open(path, "a", encoding="utf-8") as out:
-        for name, value in values.items():
-            if "\n" in value:
-                marker = f"EOF_{uuid.uuid4().hex}"
-                out.write(f"{name}<<{marker}\n{value}\n{marker}\n")
-            else:
-                out.write(f"{name}={value}\n")
+    check_files(env, (name,))
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        raise UserError(f"{name}={path}: cannot be written: {(exc.strerror or str(exc)).lower()}") from None
     return True
+
+
+def write_outputs(values: Mapping[str, str], env: Mapping[str, str]) -> bool:
+    """Append name=value pairs to $GITHUB_OUTPUT (heredoc form for multi-line values)."""
+    lines = []
+    for name, value in values.items():
+        if "\n" in value:
+            marker = f"EOF_{uuid.uuid4().hex}"
+            lines.append(f"{name}<<{marker}\n{value}\n{marker}\n")
+        else:
+            lines.append(f"{name}={value}\n")
+    return _append("GITHUB_OUTPUT", env, "".join(lines))
 
 
 def append_summary(markdown: str, env: Mapping[str, str]) -> bool:
-    path = env.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return False
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(markdown.rstrip("\n") + "\n")
-    return True
+    return _append("GITHUB_STEP_SUMMARY", env, markdown.rstrip("\n") + "\n")
 
 
 def mask(value: str, env: Mapping[str, str], stream: TextIO | None = None) -> None:
@@ -63,7 +85,7 @@ def needs_verdict(needs_json: str) -> tuple[int, list[str]]:
 
     try:
         needs = json.loads(needs_json)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return 1, ["the jobs' results could not be read"]
     if not isinstance(needs, dict) or not all(isinstance(v, dict) for v in needs.values()):
         return 1, ["the jobs' results could not be read"]

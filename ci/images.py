@@ -51,7 +51,10 @@ def parse_image_name(text: str) -> ImageName:
     if not match or "@" in text:
         raise UserError(f"{text!r} is not an image name (allowed: [registry/]repository:tag, e.g. rocm/sgl-dev:TAG)")
     registry = match.group("registry")
-    return ImageName(match.group("repo"), match.group("tag") or "latest", None if registry in DOCKER_HUB else registry)
+    if not match.group("tag"):
+        raise UserError(f"{text!r} has no tag (allowed: [registry/]repository:tag, e.g. rocm/sgl-dev:TAG; "
+                        ":latest is never implied, a CI run names the image it tests)")
+    return ImageName(match.group("repo"), match.group("tag"), None if registry in DOCKER_HUB else registry)
 
 
 def check_rocm(images: ImageConfig, rocm: str | None) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from ci.config import KnownIssue, load_config
+from ci.errors import UserError
 
 ARCH_ENV = "SGL_CI_ARCH"
 
@@ -77,9 +78,16 @@ def pytest_configure(config: pytest.Config) -> None:
     arch = config.getoption("--sgl-arch") or os.environ.get(ARCH_ENV)
     if not arch:
         raise pytest.UsageError(f"ci.known_issues needs --sgl-arch or {ARCH_ENV}")
-    ci_config = load_config()
-    ci_config.arch(arch)  # an unknown arch is a usage error, not a silent no-op
-    today = dt.date.fromisoformat(config.getoption("--sgl-today")) if config.getoption("--sgl-today") else dt.date.today()
+    try:
+        ci_config = load_config()
+        ci_config.arch(arch)  # an unknown arch is a usage error, not a silent no-op
+    except UserError as exc:  # a usage error, never an INTERNALERROR traceback
+        raise pytest.UsageError(f"ci.known_issues: {str(exc).splitlines()[0]}") from None
+    given = config.getoption("--sgl-today")
+    try:
+        today = dt.date.fromisoformat(given) if given else dt.date.today()
+    except ValueError:
+        raise pytest.UsageError(f"ci.known_issues: --sgl-today {given!r} is not a date (allowed: YYYY-MM-DD)") from None
     relevant = tuple(i for i in ci_config.known_issues if arch in i.arches)
     config.stash[_KEY] = _State(arch, relevant, expired(relevant, today), {}, [])
     for issue in config.stash[_KEY].expired:

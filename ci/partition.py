@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ci.errors import UserError
+from ci.inputs import InputProblem, read_text
+
+# A durations file lists one number per test file (SGLang has ~1000): 16 MiB is far past any.
+MAX_DURATIONS_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,14 +47,16 @@ class Partitioning:
         return max(max(i.seconds for i in items), sum(i.seconds for i in items) / len(self.parts))
 
 
-def parse_partition(text: str) -> tuple[int, int]:
-    """'i/N' (1-based) -> (i, N)."""
-    try:
-        index, total = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--partition {text!r}: expected i/N with whole numbers, e.g. 2/4") from None
+def parse_partition(text: str, most: int | None = None) -> tuple[int, int]:
+    """'i/N' (1-based, ASCII digits) -> (i, N); N at most `most` (config/limits.yaml partitions)."""
+    match = re.fullmatch(r"([0-9]{1,9})/([0-9]{1,9})", text)
+    if not match:
+        raise UserError(f"--partition {text!r}: expected i/N with whole numbers, e.g. 2/4")
+    index, total = int(match.group(1)), int(match.group(2))
     if total < 1 or not 1 <= index <= total:
         raise UserError(f"--partition {text!r}: need 1 <= i <= N and N >= 1")
+    if most is not None and total > most:
+        raise UserError(f"--partition {text!r}: N must be <= {most} (config/limits.yaml partitions)")
     return index, total
 
 

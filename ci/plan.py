@@ -57,7 +57,7 @@ class Unit:
     style: str  # unittest | pytest | command
     argv: tuple[str, ...] = ()
     cwd: str = ""  # commands: relative to the workspace
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     every_partition: bool = False
     only_partition: int | None = None
     recorded: bool = False

@@ -42,6 +42,7 @@ from ci.registry import (
     release_daemon_connections,
     tag,
 )
+from ci.secrets import scrub
 from ci.tags import TagListError, fetch_tags
 
 CREDENTIALS_ENV = ("DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN")  # the public registry's login
@@ -195,7 +196,7 @@ class PullOutcome:
 class Puller:
     config: Config
     client: docker.DockerClient
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # the process environment: holds the login token
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     sleep: Callable[[float], None] = time.sleep
@@ -225,7 +226,10 @@ class Puller:
             try:
                 self.client.login(username=user, password=token, registry=registry, reauth=True)
             except docker.errors.APIError as exc:
-                raise classify(_scrub(str(exc.explanation or exc), token)) from None
+                failure = classify(_scrub(str(exc.explanation or exc), token))
+                if failure.kind == "unauthorized":  # the daemon reports a rate-limited login (429) as
+                    failure.retryable = True        # "401 Unauthorized": worth the policy's few attempts
+                raise failure from None
             except requests.RequestException as exc:
                 raise PullFailure(f"login: {exc.__class__.__name__}", True, "transient") from None
 
@@ -454,7 +458,7 @@ class Puller:
 
 
 def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
+    return scrub(text, [secret]).replace(secret, "***") if secret else text
 
 
 def public_credentials(env: Mapping[str, str]) -> tuple[str, str] | None:

@@ -32,7 +32,6 @@ import os
 import re
 import shlex
 import subprocess
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -50,6 +49,7 @@ from ci.images import parse_image_name
 from ci.known_issues import touching
 from ci.pull import CREDENTIALS_ENV
 from ci.runner import FileResult, RunPlan
+from ci.secrets import SECRET_ENV
 
 FORMAT = "sgl-ci-replay"
 VERSION = 1
@@ -199,8 +199,8 @@ def toolkit_commit(toolkit: Path, timeout_s: float) -> Commit:
 
 
 def secret_names(config: Config) -> frozenset[str]:
-    """What config says is secret: the container's secret env and the registry login."""
-    return frozenset((*config.container.secret_env, *CREDENTIALS_ENV))
+    """What is secret: the toolkit's secrets, the container's secret env and the registry login."""
+    return frozenset((*SECRET_ENV, *config.container.secret_env, *CREDENTIALS_ENV))
 
 
 def test_env(config: Config, arch: ArchSpec, env: Mapping[str, str]) -> dict[str, str]:
@@ -342,7 +342,7 @@ def record_json(record: Record) -> str:
 
 
 def junit_properties(record: Record) -> list[tuple[str, str]]:
-    """The record as JUnit properties: scalars by dotted name, each list item as compact JSON under
+    """The record as JUnit properties (the stage puts them in its junit.xml): scalars by dotted name, each list item as compact JSON under
     its 1-based index (`sgl-ci.replay.units.3`), env one property per variable."""
     found: list[tuple[str, str]] = []
 
@@ -360,31 +360,9 @@ def junit_properties(record: Record) -> list[tuple[str, str]]:
     return found
 
 
-def add_junit_properties(junit: Path, record: Record) -> None:
-    """Put the record into the JUnit file's <testsuite> as its <properties> (first, as the schema wants)."""
-    root = ET.fromstring(junit.read_text())
-    for suite in [root] if root.tag == "testsuite" else root.iter("testsuite"):
-        for old in suite.findall("properties"):
-            suite.remove(old)
-        properties = ET.Element("properties")
-        for name, value in junit_properties(record):
-            ET.SubElement(properties, "property", name=name, value=value)
-        suite.insert(0, properties)
-    junit.write_text(ET.tostring(root, encoding="unicode"))
-
-
 def summary_markdown(record: Record) -> str:
     """The end of the job's summary: the one line that replays it."""
     return f"\n### Replay\n\nOn a local box, the same units in the same image and settings: `{record.command}`\n"
-
-
-def write(report_dir: Path, record: Record) -> Path:
-    """replay.json in the report folder, and the same data in its junit.xml."""
-    path = report_dir / FILE
-    path.write_text(record_json(record))
-    if (report_dir / "junit.xml").is_file():
-        add_junit_properties(report_dir / "junit.xml", record)
-    return path
 
 
 # --- reading (every problem is one RecordError line naming the file and the field) ------------
@@ -418,13 +396,18 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"expected a number {'> 0' if positive else '>= 0'}, got {_shown(value)}")
         return float(value)
 
-    def integer(self, data: dict, key: str, where: str, least: int = 0, none: bool = False) -> int | None:
+    def integer(self, data: dict, key: str, where: str, least: int = 0) -> int:
         value = data.get(key)
-        if value is None and none:
-            return None
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise self.fail(f"{where}.{key}", f"expected a whole number >= {least}{' or null' if none else ''}, "
-                                              f"got {_shown(value)}")
+            raise self.fail(f"{where}.{key}", f"expected a whole number >= {least}, got {_shown(value)}")
+        return value
+
+    def integer_or_null(self, data: dict, key: str, where: str, least: int = 0) -> int | None:
+        if data.get(key) is None:
+            return None
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise self.fail(f"{where}.{key}", f"expected a whole number >= {least} or null, got {_shown(value)}")
         return value
 
     def flag(self, data: dict, key: str, where: str) -> bool:
@@ -497,11 +480,9 @@ def parse_record(text: str, source: str) -> Record:
     name, digest = read.text(image, "name", "image"), read.text(image, "digest", "image")
     if name:
         try:
-            parse_image_name(name)
-        except UserError:
-            raise read.fail("image.name", f"{_shown(name)} is not an image name ([registry/]repository:tag)") from None
-        if ":" not in name.rsplit("/", 1)[-1]:
-            raise read.fail("image.name", f"{_shown(name)} has no tag (a CI image is named by its tag)")
+            parse_image_name(name)  # a name without a tag is refused there: a CI image is named by its tag
+        except UserError as exc:
+            raise read.fail("image.name", str(exc)) from None
     if digest and not DIGEST.fullmatch(digest):
         raise read.fail("image.digest", f"expected sha256: and 64 hex digits, or \"\", got {_shown(digest)}")
     jobs = []
@@ -509,7 +490,7 @@ def parse_record(text: str, source: str) -> Record:
         where = f"jobs[{index}]"
         job = read.obj(job, where)
         partitions = read.integer(job, "partitions", where, 1)
-        partition = read.integer(job, "partition", where, 1, none=True)
+        partition = read.integer_or_null(job, "partition", where, 1)
         if partition is not None and partition > partitions:
             raise read.fail(f"{where}.partition", f"{partition} of {partitions} partition(s)")
         jobs.append(ReplayJob(read.text(job, "suite", where, empty=False), read.integer(job, "gpus", where, 1),
@@ -550,8 +531,8 @@ def parse_record(text: str, source: str) -> Record:
     for index, issue in enumerate(read.items(data.get("known_issues"), "known_issues")):
         where = f"known_issues[{index}]"
         issue = read.obj(issue, where)
-        mode = read.text(issue, "mode", where)
-        if mode not in ("skip", "xfail"):
+        mode = issue.get("mode")
+        if mode != "skip" and mode != "xfail":
             raise read.fail(f"{where}.mode", f"{_shown(mode)} (allowed: skip, xfail)")
         expires = issue.get("expires")
         if expires is not None:

@@ -4,7 +4,7 @@ Markdown summary (to $GITHUB_STEP_SUMMARY when set). The exit code comes from th
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ci.runner import FileResult
@@ -29,8 +29,18 @@ def verdict(results: Sequence[FileResult]) -> tuple[int, str]:
     return 0, f"PASSED: {counts}" + (" (flaky files passed on retry: look at them)" if flaky else "")
 
 
-def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile]) -> str:
+def counts(results: Sequence[FileResult]) -> str:
+    return (f"{sum(r.status == 'passed' for r in results)} passed, {sum(r.status == 'flaky' for r in results)} flaky, "
+            f"{sum(r.status in ('failed', 'timeout') for r in results)} failed, {sum(r.status == 'not-run' for r in results)} not run")
+
+
+def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
+              properties: Mapping[str, str] | None = None) -> str:
     suite = ET.Element("testsuite", name=stage)
+    if properties:  # the stage's failure class and its reason (ci.outcome)
+        listed = ET.SubElement(suite, "properties")
+        for name, value in properties.items():
+            ET.SubElement(listed, "property", name=name, value=value)
     counts = {"tests": 0, "failures": 0, "skipped": 0}
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=stage, name=r.path, time=f"{r.seconds:.3f}")
@@ -86,8 +96,8 @@ def summary_markdown(title: str, results: Sequence[FileResult], disabled: Sequen
 
 
 def write_reports(report_dir: Path, stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
-                  previous_durations: dict[str, float]) -> dict[str, Path]:
+                  previous_durations: dict[str, float], properties: Mapping[str, str] | None = None) -> dict[str, Path]:
     report_dir.mkdir(parents=True, exist_ok=True)
     paths = {"junit": report_dir / "junit.xml"}  # durations.json: the run record (ci.history), written by the stage
-    paths["junit"].write_text(junit_xml(stage, results, disabled))
+    paths["junit"].write_text(junit_xml(stage, results, disabled, properties))
     return paths

@@ -37,12 +37,13 @@ from ci.container import TOOLKIT
 from ci.errors import ToolFailure, UserError
 from ci.gpu import read_vram
 from ci.images import DOCKER_HUB, ImageName, parse_image_name
+from ci.inputs import InputProblem, check_output_dir
 from ci.partition import Item, Partitioning
 from ci.plan import JobPlan, StagePlan, Unit
 from ci.registry import PullFailure, local_image, release_daemon_connections
 from ci.replay import FAILED, Commit, Record, ReplayUnit
 from ci.routing import job_route
-from ci.stage import StageOptions, planned_files, run_stage
+from ci.stage import StageOptions, container_path, planned_files, run_stage
 
 OVERRIDE_FILE = "replay-config.yaml"  # in the replay's report folder: the recorded settings as a config override
 # Flags of a stage run that the report fixes: given with --replay, each is an error.
@@ -143,18 +144,19 @@ def compare(record: Record, box: Box) -> list[Comparison]:
     else:
         found.append(Comparison("GPUs", Verdict.SAME if box.gpus == record.gpus else Verdict.DIFFERS,
                                 f"this box has {box.gpus} ({box.gpus_how}), {needs}"))
-    for what, ci, here in (("toolkit", record.toolkit, box.toolkit), ("test tree", record.tree, box.tree)):
-        if ci.commit == replay.UNKNOWN or here.commit == replay.UNKNOWN:
-            if what == "toolkit" and ci.commit == here.commit == replay.UNKNOWN and ci.version and ci.version == here.version:
-                found.append(Comparison(what, Verdict.SAME, f"version {ci.version} (no commits to compare)"))
+    commits: list[tuple[str, Commit, Commit]] = [("toolkit", record.toolkit, box.toolkit), ("test tree", record.tree, box.tree)]
+    for what, ran, mine in commits:
+        if ran.commit == replay.UNKNOWN or mine.commit == replay.UNKNOWN:
+            if what == "toolkit" and ran.commit == mine.commit == replay.UNKNOWN and ran.version and ran.version == mine.version:
+                found.append(Comparison(what, Verdict.SAME, f"version {ran.version} (no commits to compare)"))
             else:
-                found.append(Comparison(what, Verdict.UNKNOWN, f"CI ran {ci.shown}, this {what} is {here.shown}"))
-        elif ci.commit != here.commit:
+                found.append(Comparison(what, Verdict.UNKNOWN, f"CI ran {ran.shown}, this {what} is {mine.shown}"))
+        elif ran.commit != mine.commit:
             why = ("known issues, bounds and env are applied as recorded; the runner and install are this checkout's"
                    if what == "toolkit" else "the files may differ from what CI ran")
-            found.append(Comparison(what, Verdict.DIFFERS, f"CI ran {ci.shown}, this {what} is {here.shown}: {why}"))
+            found.append(Comparison(what, Verdict.DIFFERS, f"CI ran {ran.shown}, this {what} is {mine.shown}: {why}"))
         else:
-            found.append(Comparison(what, Verdict.SAME, f"commit {ci.shown}"))
+            found.append(Comparison(what, Verdict.SAME, f"commit {ran.shown}"))
     if not record.digest:
         found.append(Comparison("image", Verdict.DIFFERS, f"the report has no digest for {record.image}: pulled by tag, "
                                                            "which may have moved since"))
@@ -346,17 +348,17 @@ class PinnedPuller(pull.Puller):
                 self._report_lan_failure(lan, f"the pull ended but no local image has {digest}")
             except PullFailure as failure:
                 progress.close()
-                note = release_daemon_connections(lan.registry) if failure.kind == "stalled" else None
+                note = release_daemon_connections(lan.registry or "") if failure.kind == "stalled" else None
                 self._report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
         public = names[-1]
-        policy = self.config.pull.public
-        retrying = self._retrying(policy, f"pull {public}")
+        retry = self.config.pull.public
+        retrying = self._retrying(retry, f"pull {public}")
 
         def attempt() -> None:
             progress = self._progress(public)
             try:
                 with github.group(f"pull {public} (attempt)", self.env, self.out):
-                    pull.stream_pull(self.client, public, policy.stall_s, None, policy.stall_s, progress.update,
+                    pull.stream_pull(self.client, public, retry.stall_s, None, retry.stall_s, progress.update,
                                      room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s)
             finally:
                 progress.close()
@@ -466,6 +468,12 @@ def replay_report(given: str, *, env: Mapping[str, str], workspace: Path, today:
         f"{', '.join(sorted({f'{u.timeout_s:g} s' for u in units}))}, {len(record.known_issues)} known issue(s), "
         f"{len(record.thresholds)} bound(s), {len(record.env)} env variable(s)")
     target = report_dir or workspace / base.container.reports_dir / f"replay-{record.label}"
+    if not dry_run:
+        container_path(workspace, target, base.container.workdir)  # under the workspace, before anything is made
+        try:
+            check_output_dir(target)
+        except InputProblem as problem:
+            raise UserError(f"--report-dir {target}: {problem}") from None
     with tempfile.TemporaryDirectory(prefix="sgl-ci-replay-") as scratch:
         folder = Path(scratch) if dry_run else target
         folder.mkdir(parents=True, exist_ok=True)

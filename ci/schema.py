@@ -3,19 +3,29 @@ path of every mistake. The config loader is the only user; nothing else sees raw
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
 from ci.errors import ConfigError
+from ci.inputs import InputProblem, read_text
 
 KeyPath = tuple[Union[str, int], ...]
+
+# Caps that protect the config reader itself. They cannot come from config/limits.yaml, which is
+# read through them; each is far above what any config here needs (the largest file is ~40 KiB,
+# ~8 levels deep).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_YAML_DEPTH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +44,26 @@ NON_EMPTY = Check(lambda v: len(v) > 0, "not empty")
 def at_most(limit: float) -> Check:
     """An upper bound, for values where a larger one would silently disable what they guard."""
     return Check(lambda v: v <= limit, f"<= {limit}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """An upper bound kept in config/limits.yaml under `name`, e.g. Annotated[float, Bound("seconds")]."""
+
+    name: str
+
+
+_LIMITS: contextvars.ContextVar[Mapping[str, float] | None] = contextvars.ContextVar("limits", default=None)
+
+
+@contextlib.contextmanager
+def limits_in_force(limits: Mapping[str, float]) -> Iterator[None]:
+    """Build with these upper bounds (config/limits.yaml) applied to every Bound-annotated value."""
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
 
 
 def format_path(path: KeyPath) -> str:
@@ -61,10 +91,46 @@ class Document:
         return ConfigError(f"{self.where(path)}: {format_path(path)}: {message}")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (a "billion laughs" file cannot expand) and nesting deeper
+    than MAX_YAML_DEPTH, and says which line holds an impossible date."""
+
+    source = ""
+    depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"{self.source}:{mark.line + 1}: YAML aliases (*name) are not allowed in config; "
+                              "write the value out (allowed: plain YAML, no *aliases or <<: merge keys)")
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{self.source}:{mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels "
+                                  f"(allowed: at most {MAX_YAML_DEPTH})")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_yaml_timestamp(self, node):  # type: ignore[override]
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, AttributeError) as exc:  # AttributeError: PyYAML on a non-date (`!!timestamp x`)
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise ConfigError(f"{self.source}:{node.start_mark.line + 1}: {node.value!r} is not a valid date{why}; "
+                              "allowed: a real date, YYYY-MM-DD") from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 def parse_yaml(text: str, source: str) -> Document:
-    """Parse YAML text, recording the line of each key; duplicate keys are errors."""
+    """Parse YAML text, recording the line of each key; duplicate keys, aliases, deep nesting and
+    impossible dates are errors naming the line."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
+        loader.source = source
         try:
             node = loader.get_single_node()
             lines: dict[KeyPath, int] = {}
@@ -79,15 +145,20 @@ def parse_yaml(text: str, source: str) -> Document:
         problem = exc.problem or exc.context or "cannot parse"
         raise ConfigError(f"{source}{line}: malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: malformed YAML: {exc}") from None
+        raise ConfigError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors on tagged scalars they cannot read (`!!bool maybe`, `!!int x`)
+        detail = f"{exc.args[0]!r} cannot be read with its tag" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise ConfigError(f"{source}: malformed YAML: {detail or type(exc).__name__}") from None
     return Document(source, data, lines)
 
 
 def read_yaml(path: Path) -> Document:
+    """A config or override file: a regular UTF-8 file of at most MAX_CONFIG_BYTES, parsed."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        text = read_text(path, MAX_CONFIG_BYTES)
+    except InputProblem as problem:
+        raise ConfigError(f"{path}: cannot read config file: {problem}") from None
     return parse_yaml(text, str(path))
 
 
@@ -95,6 +166,9 @@ def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], sou
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: {format_path(path)}: a key must be "
+                                  "a plain value (allowed: names and numbers, not lists or mappings)")
             key = key_node.value
             if key in seen:
                 raise ConfigError(
@@ -112,13 +186,19 @@ def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], sou
 def build(kind: Any, value: Any, doc: Document, path: KeyPath = ()) -> Any:
     """Convert `value` to `kind` (a dataclass or typing form), raising ConfigError on mismatch."""
     checks: tuple[Check, ...] = ()
+    bounds: tuple[Bound, ...] = ()
     if typing.get_origin(kind) is typing.Annotated:
         kind, *extras = typing.get_args(kind)
         checks = tuple(e for e in extras if isinstance(e, Check))
+        bounds = tuple(e for e in extras if isinstance(e, Bound))
     result = _convert(kind, value, doc, path)
     for check in checks:
         if not check.test(result):
             raise doc.fail(path, f"must be {check.wants}, got {value!r}")
+    limits = _LIMITS.get()
+    for bound in bounds if limits is not None else ():
+        if result > limits[bound.name]:
+            raise doc.fail(path, f"must be <= {limits[bound.name]:g} (limits.yaml {bound.name}), got {value!r}")
     return result
 
 
@@ -186,7 +266,11 @@ def _convert(kind: Any, value: Any, doc: Document, path: KeyPath) -> Any:
         except ValueError:
             raise doc.fail(path, f"must be a date (YYYY-MM-DD), got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**53:
+            raise doc.fail(path, f"must be a number of sensible size, got {value!r}")
         return float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise doc.fail(path, f"must be a finite number, got {value!r}")
     if kind in (int, float) and isinstance(value, bool):
         raise doc.fail(path, f"must be {_type_name(kind)}, got {value!r}")
     if kind in (str, int, float, bool):

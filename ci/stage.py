@@ -1,29 +1,41 @@
-"""One CI stage end to end: plan, pull the image (LAN first), GPU hygiene, start the container,
-install the checkout in it (ci.install), run the partition's files (ci.runner), stop it whatever
-happens, write the reports, and exit with the code the results give (3: the install failed)."""
+"""One CI stage end to end: plan, preflight (ci.preflight), pull the image (LAN first), GPU hygiene,
+start the container, install the checkout in it (ci.install), the collective smoke test of a
+multi-GPU job (ci.smoke), run the partition's files (ci.runner), stop it whatever happens, write the
+reports, and exit with the code of the failure class (ci.outcome: 3 infrastructure, 130 cancelled)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from ci import github, gpu, install, pull, registry, replay
+import docker.errors
+import requests
+
+from ci import github, gpu, health, install, pull, replay
 from ci.config import OVERRIDE_ENV, Config
-from ci.container import Containers, HostView, build_spec, exec_env
+from ci.container import Containers, HostView, build_spec, exec_env, sigterm_raises
 from ci.durations import NO_DURATIONS, Durations, record_json
-from ci.errors import ExitCode, UserError
+from ci.errors import ExitCode, Terminated, ToolFailure, UserError
 from ci.history import drift_markdown, run_record, stage_drift, warning_lines
+from ci.inputs import InputProblem, read_text
 from ci.known_issues import touching
+from ci.outcome import JUNIT_PROPERTY, JUNIT_REASON, FailureClass, Outcome, classify
 from ci.plan import StagePlan, job_chart
-from ci.report import summary_markdown, verdict, write_reports
-from ci.runner import FileResult, PlannedFile, RunPlan, read_results
-from ci.thresholds import LOG_ENV, read_records
+from ci.report import counts, junit_xml, summary_markdown
+from ci.runner import FileResult, PlannedFile, RunPlan
+from ci.schema import MAX_CONFIG_BYTES
+from ci.secrets import scrub
+from ci.secrets import values as secret_values
+from ci.smoke import run_smoke
+from ci.thresholds import LOG_ENV
+from ci.untrusted import UnsafePath, read_under, records_from_text, results_from_text, write_under
 
 
 @dataclass(frozen=True)
@@ -100,70 +112,150 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         arch=arch.name,
         kill_grace_s=plan.stage.kill_grace_s,
     )
-    run_plan.dump(report_dir / "plan.json")
+    write_under(options.workspace, report_dir / "plan.json", json.dumps(asdict(run_plan), indent=1))
     (report_dir / "results.json").unlink(missing_ok=True)
     (report_dir / "thresholds.jsonl").unlink(missing_ok=True)
     runner_code = None
     installed = None
     (report_dir / "install.json").unlink(missing_ok=True)
     outcome = None
+    checked = smoked = None  # the preflight's report, the smoke test's result
+    infra = cancelled = lost = None  # reasons that decide the failure class (ci.outcome)
+    signal_name = ""
+    client = None
     if files:
-        client = registry.connect(config.pull.probe_timeout_s)
-        image = plan.images[0] if plan.image_overridden else None
-        with github.group("image", env, out):
-            outcome = (options.pull_image or pull.pull_image)(config, client, env, arch, str(image) if image else None,
-                                                              plan.rocm, today)
-        containers = Containers(client, config.container, out)
-        with github.group("GPU hygiene", env, out):
-            gpu.gpu_clean(config.container, client, out)
-        spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
-        with containers.running(spec, env) as started:
-            installed = install.install_checkout(config, containers, arch, install.target_of(started, config, str(outcome.image), outcome.digest),
-                                                 env, out)
-            (report_dir / "install.json").write_text(installed.to_json())
-            if installed.ok:
-                watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
-                watchdog.daemon = True
-                watchdog.start()
-                try:
-                    runner_env = {**exec_env(config.container, arch),
-                                  LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
-                    if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
-                        runner_env[OVERRIDE_ENV] = container_path(options.workspace, Path(env[OVERRIDE_ENV]), workdir)
-                    runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
-                                                  runner_env, workdir, getattr(out, "buffer", None))
-                finally:
-                    watchdog.cancel()
-    results = _results(report_dir, run_plan, runner_code, installed)
-    write_reports(report_dir, run_plan.stage, results, disabled, {})
+        try:
+            with sigterm_raises():  # a cancelled workflow's SIGTERM still leaves reports
+                client, no_engine = health.connect(config)
+                checked = health.stage_preflight(config, arch, health.job_gpus(plan), str(options.workspace), env,
+                                                 health.engine_host(client, config), out)
+                infra = f"preflight failed: {checked.failure}" if not checked.ok else no_engine
+                if not infra:
+                    outcome, installed, runner_code, smoked, lost = _execute(
+                        config, plan, run_plan, options, env, today, out, client, arch, variant, report_dir, workdir)
+                    infra = smoked.reason if smoked and not smoked.ok else None
+        except ToolFailure as exc:  # pull, hygiene, container start: the machine's failure, not the tests'
+            infra = str(exc).splitlines()[0]
+        except (KeyboardInterrupt, Terminated) as exc:
+            signal_name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
+            cancelled = f"interrupted by {signal_name}"
+    blocked = _block_signals() if cancelled else set()  # a second signal must not cut the reports short
+    try:
+        return _report(config, plan, options, env, today, out, run_plan, files, disabled, client, outcome, installed,
+                       runner_code, checked, smoked, infra, cancelled, lost, signal_name)
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+
+def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping[str, str], today: dt.date,
+            out: TextIO, run_plan: RunPlan, files, disabled, client, outcome, installed, runner_code, checked, smoked,
+            infra, cancelled, lost, signal_name: str) -> int:
+    """The stage's reports from what happened and what the runner left: the run record, JUnit with
+    the failure class, the summary, the verdict. Written without following links (the container
+    could plant one) and scrubbed of every secret; the exit code is the class's."""
+    workspace, report_dir, arch = options.workspace, options.report_dir, plan.resolution.arch
+    hidden = secret_values(env)
+    results = _results(workspace, report_dir, run_plan, runner_code, installed, infra or cancelled)
+    for result in results:  # what test output said goes into reports: never a secret
+        result.reason = scrub(result.reason, hidden)
+        for attempt in result.attempts:
+            attempt.reason = scrub(attempt.reason, hidden)
     record = run_record(plan, run_plan.stage, results, str(outcome.image) if outcome else "",
                         (outcome.digest or "") if outcome else "", env, dt.datetime.now(dt.timezone.utc),
                         plan.rocm or config.images.rocm)
-    (report_dir / "durations.json").write_text(record_json(record))
-    replayable = replay.build_record(config, plan, run_plan, results, outcome, options.workspace, report_dir, env,
+    write_under(workspace, report_dir / "durations.json", record_json(record))
+    replayable = replay.build_record(config, plan, run_plan, results, outcome, workspace, report_dir, env,
                                      dt.datetime.now(dt.timezone.utc))
-    replay.write(report_dir, replayable)  # replay.json, and the same data as properties in junit.xml
+    write_under(workspace, report_dir / replay.FILE, replay.record_json(replayable))
     drifting = stage_drift(config, options.history, record)
     for warning in warning_lines(drifting, github.in_actions(env)):
         print(warning, file=out)
-    code, line = verdict(results)
     notes = [*known_issue_notes(config, arch.name, [f.path.split("::", 1)[0] for f in files], today), *plan.warnings]
+    if cancelled:
+        notes.insert(0, f"**INTERRUPTED**: {cancelled}; files not run to an end are marked not run")
     if runner_code not in (None, 0, 1):
         notes.append(f"the runner itself exited with {runner_code}")
-        code = 1
     if installed is not None and not installed.ok:  # not the tests' fault: a class of its own
-        code, line = ExitCode.INFRASTRUCTURE, f"INFRASTRUCTURE FAILURE: {installed.failure}; no test file ran"
-    summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled,
-                               read_records(report_dir / "thresholds.jsonl"), notes,
-                               [installed.markdown()] if installed else [], line)
+        infra = f"{installed.failure}; no test file ran"
+    stuck = (health.stuck_gpu(config, health.engine_host(client, config))
+             if any(r.status == "timeout" for r in results) and not (infra or cancelled or lost) else None)
+    judged = classify(health.attempted(results), config.health.classify.gpu_hang_exit_codes, infrastructure=infra,
+                      cancelled=cancelled, stuck_gpu=stuck, lost_container=lost)
+    if runner_code not in (None, 0, 1) and judged.failure_class is FailureClass.PASSED:
+        judged = Outcome(FailureClass.TEST, f"the runner itself exited with {runner_code}")
+    code, line = judged.exit_code, scrub(judged.verdict(counts(results)), hidden)
+    if signal_name == "SIGTERM":
+        code = ExitCode.TERMINATED  # as a shell reports a SIGTERM: 128 + 15
+    properties = {JUNIT_PROPERTY: judged.failure_class.value, JUNIT_REASON: scrub(judged.reason, hidden),
+                  **dict(replay.junit_properties(replayable))}  # the replay record, as properties
+    write_under(workspace, report_dir / "junit.xml", junit_xml(run_plan.stage, results, disabled, properties))
+    health.publish(judged, env)
+    sections = [part.markdown() for part in (checked, installed, smoked) if part is not None]
+    records, malformed = _records(workspace, report_dir / "thresholds.jsonl")
+    if malformed:
+        notes.append(f"{malformed} malformed threshold record(s) left out")
+    summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled, records, notes, sections, line)
     summary += "".join(f"\n{drift_markdown(drifting)}" if drifting else "")
     summary += "".join(f"\n### Partitions: {j.job.suite}\n\n{job_chart(plan, j)}\n" for j in plan.jobs)
     summary += replay.summary_markdown(replayable)  # last: the one line that replays this job
-    (report_dir / "summary.md").write_text(summary)
+    summary = scrub(summary, hidden)
+    write_under(workspace, report_dir / "summary.md", summary)
     github.append_summary(summary, env)
     print(f"reports: {report_dir} (junit.xml, durations.json, replay.json, summary.md{', install.json' if installed else ''})", file=out)
     print(f"{run_plan.stage}: {line}", file=out, flush=True)
     return code
+
+
+def _block_signals() -> set[int]:
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    except (ValueError, OSError):
+        return set()
+    return wanted
+
+
+def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageOptions, env: Mapping[str, str],
+             today: dt.date, out: TextIO, client, arch, variant: str, report_dir: Path, workdir: str):
+    """Pull, hygiene, container, install, smoke test (multi-GPU jobs), the runner. Returns the pull
+    outcome, the install result, the runner's exit code, the smoke result and a lost container."""
+    installed = smoked = runner_code = lost = None
+    image = plan.images[0] if plan.image_overridden else None
+    with github.group("image", env, out):
+        outcome = (options.pull_image or pull.pull_image)(config, client, env, arch, str(image) if image else None,
+                                                          plan.rocm, today)
+    containers = Containers(client, config.container, out)
+    with github.group("GPU hygiene", env, out):
+        gpu.gpu_clean(config.container, client, out)
+    spec = build_spec(config.container, arch, variant, str(outcome.image), HostView(env))
+    with containers.running(spec, env) as started:
+        installed = install.install_checkout(config, containers, arch, install.target_of(started, config, str(outcome.image), outcome.digest),
+                                             env, out)
+        write_under(options.workspace, report_dir / "install.json", installed.to_json())
+        gpus = health.job_gpus(plan)
+        if installed.ok and gpus >= config.health.smoke.min_gpus:
+            with github.group("collective smoke test", env, out):
+                smoked = run_smoke(containers, config.health.smoke, gpus, exec_env(config.container, arch), out)
+                print(f"smoke test: {smoked.reason}", file=out, flush=True)
+        if installed.ok and (smoked is None or smoked.ok):
+            watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                runner_env = {**exec_env(config.container, arch),
+                              LOG_ENV: container_path(options.workspace, report_dir / "thresholds.jsonl", workdir)}
+                if env.get(OVERRIDE_ENV):  # the same config inside, for thresholds and known issues
+                    runner_env[OVERRIDE_ENV] = _override_inside(options.workspace, report_dir, env[OVERRIDE_ENV], workdir)
+                try:
+                    runner_code = containers.exec(["python3", "-m", "ci.runner", container_path(options.workspace, report_dir / "plan.json", workdir)],
+                                                  runner_env, workdir, getattr(out, "buffer", None))
+                except (docker.errors.APIError, ToolFailure, requests.RequestException) as exc:
+                    lost = f"the exec of the runner failed ({type(exc).__name__}: {str(exc)[:160]})"
+                lost = lost or health.lost_container(containers)
+            finally:
+                watchdog.cancel()
+    return outcome, installed, runner_code, smoked, lost
 
 
 def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.date) -> list[str]:
@@ -176,12 +268,44 @@ def known_issue_notes(config: Config, arch: str, paths: list[str], today: dt.dat
     return notes
 
 
-def _results(report_dir: Path, run_plan: RunPlan, runner_code: int | None,
-             installed: install.InstallResult | None = None) -> list[FileResult]:
+def _results(workspace: Path, report_dir: Path, run_plan: RunPlan, runner_code: int | None,
+             installed: install.InstallResult | None = None, stopped: str | None = None) -> list[FileResult]:
+    """The runner's results, read without following links and checked field by field; anything
+    missing or malformed reports every file as not run (the class then says why)."""
+    why = "nothing to run" if runner_code is None else f"the runner left no results (exit code {runner_code})"
+    if installed is not None and not installed.ok:
+        why = f"not run: {installed.failure}"
+    elif stopped:
+        why = f"not run: {stopped}"
     try:
-        return read_results(report_dir)
-    except (OSError, json.JSONDecodeError, KeyError):
-        why = "nothing to run" if runner_code is None else f"the runner left no results (exit code {runner_code})"
-        if installed is not None and not installed.ok:
-            why = f"not run: {installed.failure}"
-        return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
+        text = read_under(workspace, report_dir / "results.json")
+        if text is not None:
+            results = results_from_text(text)
+            if stopped:
+                for result in results:
+                    if result.status == "not-run" and not result.reason:
+                        result.reason = f"{stopped} before it ran to an end"
+            return results
+    except (UnsafePath, ValueError) as exc:
+        why = f"the runner's results could not be read: {exc}"
+    return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
+
+
+def _records(workspace: Path, path: Path) -> tuple[list, int]:
+    try:
+        text = read_under(workspace, path)
+    except UnsafePath:
+        return [], 1
+    return records_from_text(text) if text else ([], 0)
+
+
+def _override_inside(workspace: Path, report_dir: Path, override: str, workdir: str) -> str:
+    """The config override as the container reads it: a copy of what the host read, in the report
+    folder (the host never reads back a file the container could have changed)."""
+    copy = report_dir / "config-override.yaml"
+    try:
+        text = read_text(override, MAX_CONFIG_BYTES)
+    except InputProblem as problem:
+        raise UserError(f"{OVERRIDE_ENV}={override}: cannot read it: {problem}") from None
+    write_under(workspace, copy, text)
+    return container_path(workspace, copy, workdir)

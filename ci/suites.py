@@ -215,8 +215,8 @@ def scan_tree(root: Path, config: Config) -> TreeScan:
         try:
             source = file.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            if isinstance(exc, UnicodeDecodeError):
-                findings.append(Finding(Problem.UNREADABLE, relative, "not UTF-8 text"))
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"cannot be read: {exc.strerror or exc}"
+            findings.append(Finding(Problem.UNREADABLE, relative, why))  # a file we cannot read must not silently never run
             continue
         if amd not in source:
             if cuda in source:

@@ -1,6 +1,6 @@
-"""GitHub workflows rendered from config (`invoke workflows`), so runner labels, timeouts, stages
-and partitions have one home; a test fails when the committed files differ from the rendering.
-Every run step is one nox or invoke call; the arch and labels come from `invoke route`."""
+"""GitHub workflows rendered from config (`invoke workflows`): labels, timeouts, stages, partitions,
+action SHAs and secret names have one home; every run step is one nox or invoke call, fed through
+env, running the toolkit installed outside the workspace; publish jobs run apart."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ci.config import ROCM_ENV, Config, StageSpec
+from ci.outcome import OUTPUT_NAME
 
 HEADER = ("# Rendered by `invoke workflows` from config/*.yaml; edit config, not this file.\n"
           "# LOCAL_DOCKER_REGISTRY is set in each self-hosted runner's environment (its .env file):\n"
@@ -20,31 +21,43 @@ TEST_REF = "${{ inputs.pr_head_sha || github.sha }}"
 PR_WORKFLOW = ".github/workflows/pr-test-amd.yml"
 NIGHTLY_WORKFLOW = ".github/workflows/nightly-test-amd.yml"
 NEEDS_ENV = "NEEDS_JSON"
-# The durations store's transport (ci.history): actions/cache between runs, artifacts within one.
-CACHE_RESTORE, CACHE_SAVE = "actions/cache/restore@v4", "actions/cache/save@v4"
-UPLOAD, DOWNLOAD = "actions/upload-artifact@v4", "actions/download-artifact@v4"
+HOME = '"$SGL_CI_HOME"'  # the installed toolkit (set by the setup action), outside the workspace
 DURATIONS_OUTPUT = "durations"
+# The retry rule: the stage step's id, its failure-class output (ci.outcome), the retry step's id.
+STAGE_STEP, FAILURE_OUTPUT, RETRY_STEP = "stage", OUTPUT_NAME, "retry"
 
 
 def _expr(text: str) -> str:
     return "${{ " + text + " }}"
 
 
-def _checkout_steps(config: Config, fetch_depth: int = 1, pr: bool = False) -> list[dict[str, Any]]:
+def _uses(config: Config, action: str) -> str:
+    pinned = config.workflows.actions[action]
+    return f"{pinned.repository}@{pinned.sha}"
+
+
+def setup_action_ref(config: Config) -> str:
+    """The toolkit's setup action at the pinned toolkit commit: GitHub fetches it outside the
+    workspace, and it installs the toolkit under $RUNNER_TEMP."""
     wf = config.workflows
+    return f"{wf.toolkit_repository}/.github/actions/setup-toolkit@{wf.toolkit_ref}"
+
+
+def _checkout_steps(config: Config, fetch_depth: int = 1, pr: bool = False) -> list[dict[str, Any]]:
     code = {"fetch-depth": fetch_depth, "persist-credentials": False}
     return [
-        {"name": "Check out the code under test", "uses": "actions/checkout@v4",
+        {"name": "Check out the code under test", "uses": _uses(config, "checkout"),
          "with": {"ref": TEST_REF, **code} if pr else code},
-        {"name": "Check out the CI toolkit", "uses": "actions/checkout@v4",
-         "with": {"repository": wf.toolkit_repository, "ref": wf.toolkit_ref, "path": wf.toolkit_path,
-                  "persist-credentials": False}},
-        {"name": "Install the CI toolkit", "uses": f"./{wf.toolkit_path}/.github/actions/setup-toolkit"},
+        _setup_step(config),
     ]
 
 
+def _setup_step(config: Config) -> dict[str, Any]:
+    return {"name": "Install the CI toolkit outside the workspace", "uses": setup_action_ref(config)}
+
+
 def _invoke(config: Config, args: str) -> str:
-    return f"invoke --search-root {config.workflows.toolkit_path} {args}"
+    return f"invoke --search-root {HOME} {args}"
 
 
 def _dispatch_inputs(config: Config, targets: list[str], nightly: bool) -> dict[str, Any]:
@@ -78,6 +91,7 @@ def _route_job(config: Config, cadence: str) -> dict[str, Any]:
     flags += _expr("inputs.continue_on_error && ' --continue-on-error' || ''")
     flags += f" --durations {config.durations.store_path}"
     return {
+        "name": "route",
         "runs-on": wf.route_runner,
         "timeout-minutes": wf.route_timeout_minutes,
         "outputs": {key: _expr(f"steps.route.outputs.{key}")
@@ -96,7 +110,7 @@ def _cache_key(config: Config) -> str:
 
 def _restore_store(config: Config) -> dict[str, Any]:
     """The newest store of earlier runs (a prefix match; none is fine: est_time, with a warning)."""
-    return {"name": "Restore the durations store", "uses": CACHE_RESTORE, "continue-on-error": True,
+    return {"name": "Restore the durations store", "uses": _uses(config, "cache_restore"), "continue-on-error": True,
             "with": {"path": config.durations.store_path, "key": _cache_key(config),
                      "restore-keys": f"{config.durations.transport.cache_key}-"}}
 
@@ -105,20 +119,20 @@ def _hand_store_on(config: Config) -> dict[str, Any]:
     """The stage jobs must plan on the very bytes the route job planned on: an artifact of this run."""
     transport = config.durations.transport
     return {"name": "Hand the store to the stage jobs", "if": _expr(f"steps.route.outputs.{DURATIONS_OUTPUT} == 'true'"),
-            "uses": UPLOAD, "with": {"name": transport.store_artifact, "path": config.durations.store_path,
+            "uses": _uses(config, "upload_artifact"), "with": {"name": transport.store_artifact, "path": config.durations.store_path,
                                      "retention-days": transport.retention_days, "overwrite": True}}
 
 
 def _stage_store_steps(config: Config) -> list[dict[str, Any]]:
     folder = config.durations.store_path.rpartition("/")[0] or "."
     return [{"name": "Fetch the store the route job planned on",
-             "if": _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true'"), "uses": DOWNLOAD,
+             "if": _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true'"), "uses": _uses(config, "download_artifact"),
              "with": {"name": config.durations.transport.store_artifact, "path": folder}}]
 
 
 def _upload_record(config: Config, suite: str) -> dict[str, Any]:
     transport = config.durations.transport
-    return {"name": "Upload what this run measured", "if": _expr("always()"), "uses": UPLOAD,
+    return {"name": "Upload what this run measured", "if": _expr("always()"), "uses": _uses(config, "upload_artifact"),
             "with": {"name": f"{transport.records_artifact}-{suite}-{_expr('matrix.partition')}",
                      "path": f"{config.container.reports_dir}/*/durations.json", "if-no-files-found": "ignore",
                      "retention-days": transport.retention_days, "overwrite": True}}
@@ -136,11 +150,11 @@ def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
         "runs-on": config.workflows.route_runner,
         "timeout-minutes": config.workflows.route_timeout_minutes,
         "steps": [*_checkout_steps(config)[1:], _restore_store(config),
-                  {"name": "Fetch this run's records", "uses": DOWNLOAD, "continue-on-error": True,
+                  {"name": "Fetch this run's records", "uses": _uses(config, "download_artifact"), "continue-on-error": True,
                    "with": {"pattern": f"{transport.records_artifact}-*", "path": records}},
                   {"name": "Merge the records into the store",
                    "run": _invoke(config, f"durations update --from {records} --store {store}")},
-                  {"name": "Save the durations store", "uses": CACHE_SAVE, "continue-on-error": True,
+                  {"name": "Save the durations store", "uses": _uses(config, "cache_save"), "continue-on-error": True,
                    "with": {"path": store, "key": _cache_key(config)}},
                   {"name": "Report duration drift", "run": _invoke(config, f"durations report --store {store} --markdown")}],
     }
@@ -148,7 +162,6 @@ def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
 
 def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -> dict[str, Any]:
     pr = not stage.nightly
-    wf = config.workflows
     entry = f"{ROUTE}['{suite}']"
     session = stage.name.replace("-", "_")
     gate = f"!cancelled() && needs.route.result == 'success' && {entry}.run"
@@ -164,31 +177,56 @@ def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -
         "steps": [
             *_checkout_steps(config, pr=pr),
             *_stage_store_steps(config),
-            {"name": "Run the stage", "env": {
-                **_registry_login_env(),
-                "HF_TOKEN": _expr("secrets.AMD_HF_TOKEN"),
-                "AMD_CI_IMAGE": _expr("inputs.image"),
-                ROCM_ENV: _expr(f"inputs.rocm_version || '{config.workflows.nightly_test_rocm if stage.nightly else config.workflows.pr_test_rocm}'"),
-             },
-             "run": (f"nox -f {wf.toolkit_path}/noxfile.py -s {session} -- --arch {_expr(f'{entry}.arch')} "
-                     f"--suite {suite} --partition {_expr('matrix.partition')}/{_expr(f'{entry}.total')}"
-                     + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''")
-                     + _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true' && "
-                             f"' --durations {config.durations.store_path}' || ''"))},
-            {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
+            *_stage_steps(config, stage, suite, session, entry),
             _upload_record(config, suite),
         ],
     }
 
 
+def _stage_steps(config: Config, stage: StageSpec, suite: str, session: str, entry: str) -> list[dict[str, Any]]:
+    """The stage, its stop, and the retry rule (ci.outcome): the stage step writes its failure
+    class to $GITHUB_OUTPUT and may fail without failing the job yet; an infrastructure failure
+    runs the very same step once more (its result is the job's), anything else ends the job with
+    the first run's own exit code. Tests are never retried; a cancelled run is not retried."""
+    wf = config.workflows
+    env = {
+        **_registry_login_env(config, push=False),
+        "HF_TOKEN": _expr(f"secrets.{wf.secrets.hf_token}"),
+        "AMD_CI_IMAGE": _expr("inputs.image"),
+        ROCM_ENV: _expr(f"inputs.rocm_version || '{wf.nightly_test_rocm if stage.nightly else wf.pr_test_rocm}'"),
+        # Values reach the command through the environment, never spliced into its text.
+        "JOB_ARCH": _expr(f"{entry}.arch"),
+        "PARTITION": _expr("matrix.partition"),
+        "PARTITIONS": _expr(f"{entry}.total"),
+    }
+    run = (f"nox -f {HOME}/noxfile.py -s {session} -- --arch \"$JOB_ARCH\" "
+           f"--suite {suite} --partition \"$PARTITION/$PARTITIONS\""
+           + _expr("needs.route.outputs.continue_on_error == 'true' && ' --continue-on-error' || ''")
+           + _expr(f"needs.route.outputs.{DURATIONS_OUTPUT} == 'true' && "
+                   f"' --durations {config.durations.store_path}' || ''"))
+    first = f"steps.{STAGE_STEP}.outputs.{FAILURE_OUTPUT}"
+    return [
+        {"id": STAGE_STEP, "name": "Run the stage", "continue-on-error": True, "env": env, "run": run},
+        {"name": "Stop the container", "if": _expr("always()"), "run": _invoke(config, "stop-container")},
+        {"id": RETRY_STEP, "name": "Run the stage again (infrastructure failure)",
+         "if": _expr(f"!cancelled() && {first} == 'infrastructure'"), "env": env, "run": run},
+        {"name": "Stop the container after the retry", "if": _expr(f"always() && steps.{RETRY_STEP}.outcome != 'skipped'"),
+         "run": _invoke(config, "stop-container")},
+        {"name": "Fail on the stage's result (not retried)",
+         "if": _expr(f"!cancelled() && steps.{STAGE_STEP}.outcome == 'failure' && {first} != 'infrastructure'"),
+         "env": {"FAILURE_CLASS": _expr(first)}, "run": _invoke(config, 'verdict --failure-class "$FAILURE_CLASS"')},
+    ]
+
+
 def _finish_job(config: Config, jobs: list[str]) -> dict[str, Any]:
     """One required check for branch protection: fails when any job failed or was cancelled."""
     return {
+        "name": "finish",  # the one required check: its name stays the job's id
         "needs": jobs,
         "if": _expr("always()"),
         "runs-on": config.workflows.route_runner,
         "timeout-minutes": config.workflows.route_timeout_minutes,
-        "steps": [*_checkout_steps(config)[1:], {
+        "steps": [_setup_step(config), {
             "name": "Check every job's result", "env": {NEEDS_ENV: _expr("toJSON(needs)")},
             "run": _invoke(config, "finish")}],
     }
@@ -237,22 +275,28 @@ def nightly_test(config: Config) -> dict[str, Any]:
     return _test_workflow(config, "nightly")
 
 
-def _registry_login_env() -> dict[str, str]:
-    return {"DOCKERHUB_AMD_USERNAME": _expr("secrets.DOCKERHUB_AMD_USERNAME"),
-            "DOCKERHUB_AMD_TOKEN": _expr("secrets.DOCKERHUB_AMD_TOKEN")}
+def _registry_login_env(config: Config, push: bool) -> dict[str, str]:
+    """The public registry login the toolkit reads (DOCKERHUB_AMD_USERNAME/TOKEN), from the pull-only
+    secrets for jobs that run code under test, the push secrets only for publish jobs."""
+    names = config.workflows.secrets
+    user, token = (names.push_username, names.push_token) if push else (names.pull_username, names.pull_token)
+    return {"DOCKERHUB_AMD_USERNAME": _expr(f"secrets.{user}"), "DOCKERHUB_AMD_TOKEN": _expr(f"secrets.{token}")}
 
 
 def _nightly_job(config: Config, verb: str, task: str, title: str, runner: str, timeout: int) -> dict[str, Any]:
-    """One job per (arch, ROCm) of the nightly matrix, running one invoke task."""
+    """One job per (arch, ROCm) of the nightly matrix, running one invoke task, in the protected
+    publish environment (its push secrets exist nowhere else) on the publish runners."""
     return {
         "name": _expr(f"format('{verb} {{0}} {{1}}', matrix.arch, matrix.rocm)"),
         "runs-on": runner,
+        "environment": config.workflows.publish_environment,
         "timeout-minutes": timeout,
         "strategy": {"fail-fast": False, "matrix": {"include": [
             {"arch": b.arch, "rocm": b.rocm} for b in config.workflows.nightly_builds]}},
         "steps": [*_checkout_steps(config), {
-            "name": title, "env": _registry_login_env(),
-            "run": _invoke(config, f"{task} --arch {_expr('matrix.arch')} --rocm {_expr('matrix.rocm')}")}],
+            "name": title, "env": {**_registry_login_env(config, push=True),
+                                   "BUILD_ARCH": _expr("matrix.arch"), "BUILD_ROCM": _expr("matrix.rocm")},
+            "run": _invoke(config, f'{task} --arch "$BUILD_ARCH" --rocm "$BUILD_ROCM"')}],
     }
 
 
@@ -273,12 +317,18 @@ def nightly(config: Config) -> dict[str, Any]:
     }
 
 
-SETUP_ACTION = {
-    "name": "Set up the SGLang AMD CI toolkit",
-    "description": "Install this toolkit (nox, invoke and the ci library) into the runner's Python.",
-    "runs": {"using": "composite", "steps": [
-        {"shell": "bash", "run": 'python3 -m pip install --disable-pip-version-check -q -e "$GITHUB_ACTION_PATH/../../.."'}]},
-}
+def setup_action(config: Config) -> dict[str, Any]:
+    """The composite action every job uses first: the toolkit copied under $RUNNER_TEMP (read-only),
+    installed non-editable into its own virtualenv there; SGL_CI_HOME and PATH set for later steps.
+    Nothing under the workspace, which the CI container mounts read-write, is ever run."""
+    return {
+        "name": "Set up the SGLang AMD CI toolkit",
+        "description": "Install this toolkit outside the workspace: a read-only copy and its own virtualenv "
+                       "under $RUNNER_TEMP, non-editable; later steps run only that.",
+        "runs": {"using": "composite", "steps": [
+            {"shell": "bash", "env": {"TOOLKIT_DIR": config.workflows.toolkit_install_dir},
+             "run": 'python3 "$GITHUB_ACTION_PATH/../../../ci/setup_toolkit.py" --home "$RUNNER_TEMP/$TOOLKIT_DIR"'}]},
+    }
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -288,8 +338,11 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
-def _dump(data: dict[str, Any]) -> str:
-    return HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=1_000_000, default_flow_style=False)
+def _dump(data: dict[str, Any], config: Config | None = None) -> str:
+    text = HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=1_000_000, default_flow_style=False)
+    for pinned in (config.workflows.actions.values() if config else ()):  # the tag beside its SHA, for people
+        text = text.replace(f"uses: {pinned.repository}@{pinned.sha}\n", f"uses: {pinned.repository}@{pinned.sha} # {pinned.version}\n")
+    return text
 
 
 def self_hosted_labels(config: Config) -> list[str]:
@@ -301,10 +354,10 @@ def self_hosted_labels(config: Config) -> list[str]:
 def render(config: Config) -> dict[str, str]:
     """Relative path -> file content, for every file this renders."""
     return {
-        PR_WORKFLOW: _dump(pr_test(config)),
-        NIGHTLY_WORKFLOW: _dump(nightly_test(config)),
-        ".github/workflows/release-docker-amd-nightly.yml": _dump(nightly(config)),
-        ".github/actions/setup-toolkit/action.yml": _dump(SETUP_ACTION),
+        PR_WORKFLOW: _dump(pr_test(config), config),
+        NIGHTLY_WORKFLOW: _dump(nightly_test(config), config),
+        ".github/workflows/release-docker-amd-nightly.yml": _dump(nightly(config), config),
+        ".github/actions/setup-toolkit/action.yml": _dump(setup_action(config), config),
     }
 
 

@@ -4,6 +4,7 @@ failure, SIGINT and SIGTERM, leaving no container and no process behind."""
 
 from __future__ import annotations
 
+import json
 import resource
 import signal
 import subprocess
@@ -70,7 +71,9 @@ def test_start_container_passes_everything_from_config(docker, image, setup):
     assert mounts["/sgl-ci"] == (str(ROOT), False)
     config_env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     assert config_env["GPU_ARCHS"] == "gfx950" and config_env["SGL_CI_ARCH"] == "mi355"
-    assert config_env["HF_HOME"] == "/sgl-data/hf-cache" and config_env["HF_TOKEN"] == "hf_canary_4d1e"
+    assert config_env["HF_HOME"] == "/sgl-data/hf-cache"
+    # The secret is given to each exec, never stored in the container's config (docker inspect).
+    assert "HF_TOKEN" not in config_env and "hf_canary_4d1e" not in json.dumps(container.attrs)
     assert container.attrs["Config"]["User"] == "root" and container.attrs["Config"]["WorkingDir"] == "/sglang-checkout"
     assert "left out (optional, missing here): device /dev/kfd" in done.out
     assert "hf_canary_4d1e" not in done.out + done.err
@@ -91,12 +94,12 @@ def test_exec_streams_output_returns_the_exit_code_and_retries_offline(docker, i
     script = ("import os, sys; print('in-ci', os.environ['SGLANG_IS_IN_CI_AMD'], os.getcwd(), "
               "os.environ.get('HF_HUB_OFFLINE', '-'), flush=True); sys.exit(int(sys.argv[1]))")
     (workspace / "test").mkdir()
-    done = run_door("invoke", "exec", "--", "python3", "-c", f'"{script}"', "3", env=env)
+    done = run_door("invoke", "exec", "--", "python3", "-c", script, "3", env=env)  # the argv as typed, no extra quoting
     assert done.code == 3
     assert done.out.count("in-ci 1 /sglang-checkout/test") == 2
     assert "in-ci 1 /sglang-checkout/test -" in done.out and "in-ci 1 /sglang-checkout/test 1" in done.out
     assert "exit code 3: retrying once with HF_HUB_OFFLINE=1" in done.out
-    done = run_door("invoke", "exec", "--", "python3", "-c", f'"{script}"', "1", env=env)
+    done = run_door("invoke", "exec", "--", "python3", "-c", script, "1", env=env)
     assert done.code == 1 and done.out.count("in-ci") == 1  # 1 is not retried
 
 

@@ -18,6 +18,7 @@ import yaml
 from ci import demo
 from ci.config import load_config
 from tests.conftest import base_env, run_door
+from tests.support.health import NO_GPU_HEALTH
 from tests.support.images import python_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -53,6 +54,7 @@ def job(docker, nightly, tmp_path):
                            {"source": str(data_dir), "target": "/sgl-data"}],
                 "ulimits": {"nofile": [NOFILE, NOFILE]}, "stop": {"sigint_grace_s": 2, "stop_timeout_s": 2},
                 "hygiene": {"device_globs": [str(tmp_path / "no-kfd")], "rounds": 1}},
+            "health": NO_GPU_HEALTH,
             "install": install or yaml.safe_load(demo.INSTALL)["install"],
         }
         override.write_text(yaml.safe_dump(document))

@@ -127,9 +127,10 @@ def record_of(world, plan=None, toolkit: Path = ROOT, env_extra=None, **kwargs):
 
 
 def write_report(world, record, run_plan) -> Path:
+    """What run_stage writes: replay.json, and the record as JUnit properties."""
     report_dir = world[0] / "ci-reports" / run_plan.stage
-    write_reports(report_dir, run_plan.stage, results_for(run_plan), [], {})
-    replay.write(report_dir, record)
+    write_reports(report_dir, run_plan.stage, results_for(run_plan), [], {}, dict(replay.junit_properties(record)))
+    (report_dir / replay.FILE).write_text(replay.record_json(record))
     return report_dir
 
 
