@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ci.config import load_config  # noqa: E402
-from ci.gpu import gpu_clean, parse_nvidia_smi  # noqa: E402
+from ci.config import load_config
+from ci.gpu import gpu_clean, parse_nvidia_smi
 
 HOG = """
 import signal, sys, time, torch

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ci.runner import PlannedFile, RunPlan, run_plan  # noqa: E402
+from ci.runner import PlannedFile, RunPlan, run_plan
 
 HOG = """
 import os, signal, time, torch

@@ -107,7 +107,7 @@ def host_pid_of(hog: subprocess.Popen) -> str:
             except OSError:
                 continue
             if b"holding" in cmd or (HOG.encode()[:40] in cmd):
-                ns = next((l for l in status.splitlines() if l.startswith("NSpid")), "")
+                ns = next((line for line in status.splitlines() if line.startswith("NSpid")), "")
                 found.append(f"pid {pid} {ns} ns={os.readlink(f'/proc/{pid}/ns/pid')} self={os.readlink('/proc/self/ns/pid')}")
     return "\n".join(found) + "\n"
 
@@ -148,7 +148,7 @@ def main() -> int:
         text = sh([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", script,
                    "--backend", backend, "--timeout-s", "60"], timeout=120)
         (out / f"smoke_{backend}_{n}.txt").write_text(text)
-        log.append(f"-- {backend} x{n}\n" + "\n".join(l for l in text.splitlines() if "SGL_CI_SMOKE" in l or "exit" in l))
+        log.append(f"-- {backend} x{n}\n" + "\n".join(line for line in text.splitlines() if "SGL_CI_SMOKE" in line or "exit" in line))
     log.append(f"unshare: {shutil.which('unshare')}; uid {os.getuid()}")
     (out / "health_evidence_report.txt").write_text("\n".join(log) + "\n")
     print("\n".join(log))

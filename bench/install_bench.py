@@ -18,9 +18,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ci import demo, install, registry, sandbox  # noqa: E402
-from ci.config import load_config  # noqa: E402
-from ci.container import Containers, HostView, build_spec  # noqa: E402
+from ci import demo, install, registry, sandbox
+from ci.config import load_config
+from ci.container import Containers, HostView, build_spec
 
 
 def job(image: str, workspace: Path, data: Path, scratch: Path) -> install.InstallResult:

@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
               "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "sum": float(tensor[0].item()), "expected": expected, "ok": ok,
               "seconds": round(time.monotonic() - started, 3)}
-    print(MARK + json.dumps(report), flush=True)
+    # One write per line (atomic on a pipe): ranks print at once and must not interleave.
+    sys.stdout.write(MARK + json.dumps(report) + "\n")
+    sys.stdout.flush()
     dist.destroy_process_group()
     return 0 if ok else 1
 

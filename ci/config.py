@@ -552,7 +552,7 @@ class KernelsConfig:
 class CommandSpec:
     argv: Annotated[tuple[str, ...], NON_EMPTY]
     workdir: str | None = None  # default: the step's
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
 
 
 Command = Union[Annotated[tuple[str, ...], NON_EMPTY], CommandSpec]  # an argv list, or one with workdir/env
@@ -583,7 +583,7 @@ class InstallStep:
     timeout_s: PositiveFloat
     kind: Literal["command", "kernel", "pin"] = "command"
     workdir: str | None = None  # default: the checkout
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     optional: bool = False  # a failure is reported and tolerated
     retry: bool = True  # a failure that looks like a network error is retried
     kernel: KernelBuild | None = None

@@ -35,6 +35,7 @@ from types import MappingProxyType
 
 from ci.config import DriftPolicy, HistoryPolicy
 from ci.errors import UserError
+from ci.inputs import InputProblem, read_text
 
 FORMAT = "sgl-ci-durations"
 VERSION = 1
@@ -395,18 +396,18 @@ def parse_durations(text: str, source: str, max_bytes: int) -> Durations:
 _ALL_OF_ONE_RUN = HistoryPolicy(keep_runs=1, window_days=1e6, quantile=1.0, max_store_bytes=1)
 
 
-def _read_text(path: Path, what: str, shown: str | None = None) -> str:
+def _read_text(path: Path, what: str, max_bytes: int, shown: str | None = None) -> str:
+    """A regular file's text (a FIFO, device or folder is refused, never waited on), capped."""
     try:
-        return path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise DurationsError(f"{what} {shown or path}: cannot read it ({why})") from None
+        return read_text(path, max_bytes)
+    except InputProblem as problem:
+        raise DurationsError(f"{what} {shown or path}: cannot read it ({problem})") from None
 
 
 def read_durations(path: Path, policy: HistoryPolicy, shown: str | None = None) -> Durations:
     """Strict: a file that is missing or cannot be used is a DurationsError (named as `shown`,
     what the person typed, when given)."""
-    return parse_durations(_read_text(path, "--durations", shown), f"--durations {shown or path}", policy.max_store_bytes)
+    return parse_durations(_read_text(path, "--durations", policy.max_store_bytes, shown), f"--durations {shown or path}", policy.max_store_bytes)
 
 
 def read_durations_or_warn(path: Path | None, policy: HistoryPolicy) -> tuple[Durations, str | None]:
@@ -422,7 +423,7 @@ def read_durations_or_warn(path: Path | None, policy: HistoryPolicy) -> tuple[Du
 
 
 def read_store(path: Path, policy: HistoryPolicy) -> Store:
-    return parse_store(parse_json(_read_text(path, "store"), f"store {path}", policy.max_store_bytes), f"store {path}")
+    return parse_store(parse_json(_read_text(path, "store", policy.max_store_bytes), f"store {path}", policy.max_store_bytes), f"store {path}")
 
 
 def find_records(folders: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -444,7 +445,7 @@ def read_records(paths: Iterable[Path], policy: HistoryPolicy) -> tuple[list[Run
     records, warnings = [], []
     for path in paths:
         try:
-            data = parse_json(_read_text(path, "record"), f"record {path}", policy.max_store_bytes)
+            data = parse_json(_read_text(path, "record", policy.max_store_bytes), f"record {path}", policy.max_store_bytes)
             records.append(parse_record(data, f"record {path}"))
         except DurationsError as exc:
             warnings.append(f"skipped: {exc}")

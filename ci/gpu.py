@@ -132,7 +132,7 @@ def vram_table(readings: list[VramReading], threshold_pct: float, tool: str) -> 
     for r in readings:
         mark = " !" if r.used_pct >= threshold_pct else ""
         table.add_row(r.gpu, f"{r.used_bytes / 2**30:.2f} GiB", f"{r.total_bytes / 2**30:.2f} GiB", f"{r.used_pct:.1f}{mark}")
-    console = Console(width=100, record=True, file=open(os.devnull, "w"))
+    console = Console(width=100, record=True, file=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the console
     console.print(table)
     return console.export_text()
 

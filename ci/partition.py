@@ -7,15 +7,11 @@ est_time."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ci.errors import UserError
-from ci.inputs import InputProblem, read_text
 
 # A durations file lists one number per test file (SGLang has ~1000): 16 MiB is far past any.
 MAX_DURATIONS_BYTES = 16 * 1024 * 1024

@@ -66,7 +66,7 @@ class RunPlan:
     kill_grace_s: float = 1.0  # SIGTERM to a timed-out tree, then SIGKILL (config: stages.yaml)
 
     @staticmethod
-    def load(path: Path) -> "RunPlan":
+    def load(path: Path) -> RunPlan:
         data = json.loads(path.read_text())
         data["files"] = tuple(PlannedFile(**{**f, "argv": tuple(f.get("argv", ())), "selectors": tuple(f.get("selectors", ()))})
                               for f in data["files"])

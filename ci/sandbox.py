@@ -75,7 +75,7 @@ def start_registry(root: Path, user: str | None = None, password: str | None = N
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
     process = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
-                               stderr=open(root / "registry.log", "wb"))
+                               stderr=open(root / "registry.log", "wb"))  # noqa: SIM115 - the registry's log for its life
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

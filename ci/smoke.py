@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,13 +70,13 @@ def smoke_argv(spec: SmokeTest, gpus: int, backend: str | None = None) -> tuple[
 
 
 def ranks_of(text: str) -> list[dict[str, Any]]:
+    """Each rank's report, wherever it sits in the output (a launcher may glue two lines together)."""
     ranks = []
-    for line in text.splitlines():
-        if line.startswith(MARK):
-            try:
-                ranks.append(json.loads(line[len(MARK):]))
-            except ValueError:
-                continue
+    for found in re.finditer(re.escape(MARK) + r"(\{[^{}]*\})", text):
+        try:
+            ranks.append(json.loads(found.group(1)))
+        except ValueError:
+            continue
     return sorted(ranks, key=lambda r: r.get("rank", 0))
 
 

@@ -122,7 +122,20 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
     checked = smoked = None  # the preflight's report, the smoke test's result
     infra = cancelled = lost = None  # reasons that decide the failure class (ci.outcome)
     signal_name = ""
+    interrupt: BaseException | None = None
     client = None
+    written: list[int] = []  # the exit code, once the reports are written
+
+    def report_now(exc: BaseException, pulled, done_install, smoke) -> None:
+        name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
+        blocked = _block_signals()
+        try:
+            written.append(_report(config, plan, options, env, today, out, run_plan, files, disabled, client, pulled,
+                                   done_install, None, checked, smoke, None, f"interrupted by {name}", None, name))
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
     if files:
         try:
             with sigterm_raises():  # a cancelled workflow's SIGTERM still leaves reports
@@ -132,20 +145,27 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
                 infra = f"preflight failed: {checked.failure}" if not checked.ok else no_engine
                 if not infra:
                     outcome, installed, runner_code, smoked, lost = _execute(
-                        config, plan, run_plan, options, env, today, out, client, arch, variant, report_dir, workdir)
+                        config, plan, run_plan, options, env, today, out, client, arch, variant, report_dir, workdir,
+                        report_now)
                     infra = smoked.reason if smoked and not smoked.ok else None
         except ToolFailure as exc:  # pull, hygiene, container start: the machine's failure, not the tests'
             infra = str(exc).splitlines()[0]
         except (KeyboardInterrupt, Terminated) as exc:
+            interrupt = exc
             signal_name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
             cancelled = f"interrupted by {signal_name}"
+    if written:  # written before the container stopped
+        raise interrupt if interrupt is not None else AssertionError("reports written without an interrupt")
     blocked = _block_signals() if cancelled else set()  # a second signal must not cut the reports short
     try:
-        return _report(config, plan, options, env, today, out, run_plan, files, disabled, client, outcome, installed,
+        code = _report(config, plan, options, env, today, out, run_plan, files, disabled, client, outcome, installed,
                        runner_code, checked, smoked, infra, cancelled, lost, signal_name)
     finally:
         if blocked:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+    if interrupt is not None:  # reports written, marked cancelled: the door says so in one line (130/143)
+        raise interrupt
+    return code
 
 
 def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping[str, str], today: dt.date,
@@ -217,7 +237,8 @@ def _block_signals() -> set[int]:
 
 
 def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageOptions, env: Mapping[str, str],
-             today: dt.date, out: TextIO, client, arch, variant: str, report_dir: Path, workdir: str):
+             today: dt.date, out: TextIO, client, arch, variant: str, report_dir: Path, workdir: str,
+             on_interrupt=None):
     """Pull, hygiene, container, install, smoke test (multi-GPU jobs), the runner. Returns the pull
     outcome, the install result, the runner's exit code, the smoke result and a lost container."""
     installed = smoked = runner_code = lost = None
@@ -252,6 +273,10 @@ def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageO
                                                   runner_env, workdir, getattr(out, "buffer", None))
                 except (docker.errors.APIError, ToolFailure, requests.RequestException) as exc:
                     lost = f"the exec of the runner failed ({type(exc).__name__}: {str(exc)[:160]})"
+                except (KeyboardInterrupt, Terminated) as exc:
+                    if on_interrupt is not None:  # reports first: a cancelled job may be killed during the stop
+                        on_interrupt(exc, outcome, installed, smoked)
+                    raise
                 lost = lost or health.lost_container(containers)
             finally:
                 watchdog.cancel()
@@ -276,7 +301,7 @@ def _results(workspace: Path, report_dir: Path, run_plan: RunPlan, runner_code: 
     if installed is not None and not installed.ok:
         why = f"not run: {installed.failure}"
     elif stopped:
-        why = f"not run: {stopped}"
+        why = f"{stopped} before it ran"
     try:
         text = read_under(workspace, report_dir / "results.json")
         if text is not None:

@@ -145,6 +145,7 @@ def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
     records = f"{store.rpartition('/')[0] or '.'}/records"
     transport = config.durations.transport
     return {
+        "name": "durations",
         "needs": jobs,
         "if": _expr("always() && needs.route.result == 'success'"),
         "runs-on": config.workflows.route_runner,

@@ -129,9 +129,14 @@ def test_durations_file_not_utf8_or_a_fifo(tmp_path, workspace):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     for path, expected in ((bad, "not UTF-8 text"), (fifo, "a FIFO")):
-        done = run_door("invoke", "route", "--event", "schedule", "--durations", str(path),
+        # named by a person (a plan, a stage session): one line, exit 2, never a hang
+        done = run_door("invoke", "plan", "--arch", "mi300", "--durations", str(path),
                         env=base_env(GITHUB_WORKSPACE=str(workspace)), timeout=30)
         one_line_exit_2(done, f"--durations {path}: cannot read it", expected)
+        # the route job's store is a cache: the same file is a warning and est_time, never a hang
+        done = run_door("invoke", "route", "--event", "schedule", "--durations", str(path),
+                        env=base_env(GITHUB_WORKSPACE=str(workspace)), timeout=30)
+        assert done.code == 0 and expected in done.out and "partitions from est_time" in done.out, done.out + done.err
 
 
 def test_report_dir_that_cannot_be_made_fails_before_anything_runs(tmp_path, workspace):

@@ -187,7 +187,7 @@ def test_drift_both_ways_slowest_first_with_a_suggestion():
     found = drift(store, T0, HISTORY, DRIFT)
     assert [(d.name, d.measured, d.suggested) for d in found] == [("slow.py", 1300.0, 1300.0), ("fast.py", 320.0, 320.0)]
     assert found[0].ratio == pytest.approx(1300 / 600)
-    assert "slow.py on mi300: measured 1300 s over 3 run(s) against est_time 600 s (2.17x); suggested est_time=1300" == found[0].line()
+    assert found[0].line() == "slow.py on mi300: measured 1300 s over 3 run(s) against est_time 600 s (2.17x); suggested est_time=1300"
     # a file that ran split is judged on the sum of its classes
     split = store_of(big_py__TestA=(2000.0, [2000.0] * 3), big_py__TestB=(2000.0, [2100.0] * 3))
     (one,) = drift(split, T0, HISTORY, DRIFT, names=["big.py::TestA+TestB"])

@@ -274,7 +274,7 @@ def test_budget_problems_through_the_door_exit_2_one_line_each(tmp_path, small_c
         (["--suite", FIXED, "--partition", "1/3"], f"error: --partition 1/3: {FIXED} on mi300 has 2 partition(s); use i/2"),
         (["--suite", AUTO, "--partition", "2/3"], f"error: --partition 2/3: {AUTO} on mi300 has 4 partition(s) (partitions: auto); use i/4"),
         (["--suite", MI35X, "--partition", "1/1"], f"error: suite '{MI35X}' does not run on mi300 (its arches: mi355)"),
-        (["--durations", "missing.json"], "error: --durations missing.json: cannot read it (No such file or directory)"),
+        (["--durations", "missing.json"], "error: --durations missing.json: cannot read it (not found)"),
     ],
     ids=["N is not the job's count", "N is not the auto count", "wrong arch", "missing durations"],
 )

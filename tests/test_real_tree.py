@@ -180,7 +180,7 @@ def test_no_job_runs_a_file_that_sglang_does_not_run_there(tree, plans, oracle):
     scan, _ = tree
     _, pools = oracle
     registered = {(f.suite, f.path): f for f in scan.files}
-    for (arch, suite, path), count in planned_files(plans, "per-commit").items():
+    for (arch, suite, path), _count in planned_files(plans, "per-commit").items():
         f = registered.get((suite, path))
         assert f is not None, f"{path} planned in {suite} on {arch} but not registered to it"
         assert arch in pools.get(suite, ()), f"{suite} runs on {arch} here; SGLang runs it on {sorted(pools.get(suite, ()))}"

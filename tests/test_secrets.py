@@ -105,7 +105,12 @@ def test_dataclasses_holding_an_environment_do_not_show_it():
              repr(Containers(object(), CONFIG.container, secrets=env))]
     assert not [s for s in shown if CANARY in s]
     # Every dataclass field that holds an environment is repr=False, in every module.
-    import ci.config, ci.container, ci.plan, ci.pull, ci.runner, ci.stage  # noqa: E401
+    import ci.config
+    import ci.container
+    import ci.plan
+    import ci.pull
+    import ci.runner
+    import ci.stage
     for module in (ci.config, ci.container, ci.plan, ci.pull, ci.runner, ci.stage):
         for value in vars(module).values():
             if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__:

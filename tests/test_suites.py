@@ -184,7 +184,7 @@ def test_every_problem_of_a_tree_in_one_report_grouped_by_kind(tmp_path, small_c
     assert headers == [f"{kind.value} ({sum(f.kind is kind for f in found)}):" for kind in Problem]  # every kind, in order
     entries = [line.strip() for line in report if line.startswith("    ")]
     assert len(entries) == len(found)
-    for i, (name, _, kind, message) in enumerate(BROKEN):
+    for i, (name, _, _kind, message) in enumerate(BROKEN):
         assert any(e.startswith(f"case_{i:02}.py:") and message in e for e in entries), name
     assert not any(e.startswith(("srt/", "bulk/")) for e in entries)  # the good files stay quiet
 

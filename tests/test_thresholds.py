@@ -3,7 +3,6 @@ headroom table the stage report shows."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from ci import thresholds

@@ -248,7 +248,7 @@ def test_a_stage_stopped_by_a_signal_writes_its_reports_and_fails(docker, image,
     assert "Traceback" not in err and ours == [f"interrupted ({name}): stopped before the end; the exit code says failed"], err
     reports = next((workspace / "ci-reports").iterdir())
     summary = (reports / "summary.md").read_text()
-    assert f"INTERRUPTED (interrupted by {name})" in summary
+    assert f"CANCELLED: interrupted by {name}" in summary
     junit = (reports / "junit.xml").read_text()
     assert 'name="test_fast.py"' in junit and "test_slow.py" in junit and f"interrupted by {name}" in junit
     assert json.loads((reports / "durations.json").read_text()).get("test_fast.py") is not None

@@ -342,7 +342,7 @@ def _if_value(expression: str, steps: dict, cancelled: bool = False) -> bool:
     text = re.sub(r"steps\.(\w+)\.outcome", lambda m: repr(steps.get(m.group(1), {}).get("outcome", "skipped")), text)
     text = text.replace("always()", "True").replace("!cancelled()", repr(not cancelled)).replace("cancelled()", repr(cancelled))
     text = text.replace("&&", " and ").replace("||", " or ").replace("!=", " <> ").replace("!", " not ").replace("<>", "!=")
-    return bool(eval(text, {}, {}))  # noqa: S307 - our own expressions, with values we put in
+    return bool(eval(text, {}, {}))
 
 
 def simulate(job: dict, first_class: str, first_code: int, retry_code: int = 0, cancelled: bool = False) -> dict:
@@ -441,7 +441,7 @@ def test_every_action_is_pinned_by_a_full_sha_kept_in_config():
 
 
 def test_the_toolkit_never_enters_the_workspace():
-    for path, job_name, job, step in all_steps(WORKFLOWS):
+    for path, job_name, _job, step in all_steps(WORKFLOWS):
         if str(step.get("uses", "")).startswith("actions/checkout"):
             assert not {"repository", "path"} & set(step["with"]), (path.name, job_name)  # only the code under test
         if "run" in step:
@@ -462,7 +462,7 @@ def test_publish_jobs_run_apart_from_code_under_test():
     wf = CONFIG.workflows
     pools = set(self_hosted_labels(CONFIG)) - {wf.build_runner, wf.mirror_runner}
     push = {wf.secrets.push_username, wf.secrets.push_token}
-    for name, job in load(RELEASE)["jobs"].items():
+    for _name, job in load(RELEASE)["jobs"].items():
         assert job["environment"] == wf.publish_environment
         assert job["runs-on"] in (wf.build_runner, wf.mirror_runner) and job["runs-on"] not in pools
         assert {f"secrets.{s}" for s in push} <= set(re.findall(r"secrets\.\w+", json.dumps(job)))

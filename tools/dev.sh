@@ -66,4 +66,6 @@ if ! timeout 10 docker version >/dev/null 2>&1; then
   timeout 10 docker version >/dev/null 2>&1 || { tail -20 /tmp/sgl-ci-dockerd.log >&2; echo "dockerd did not start" >&2; exit 1; }
 fi
 
+# The tools the tests run by name (invoke, nox, zizmor) are the virtualenv's.
+export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m nox -s "$session" "$@"

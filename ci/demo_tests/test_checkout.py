@@ -7,8 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 import sglang
-
-from ci_register import register_amd_ci  # noqa: E402 (as SGLang's files do)
+from ci_register import register_amd_ci
 
 register_amd_ci(est_time=2, suite="stage-demo-test-1-gpu-amd")
 

@@ -2,7 +2,7 @@
 
 import unittest
 
-from ci_register import register_amd_ci  # noqa: E402 (as SGLang's files do)
+from ci_register import register_amd_ci
 
 register_amd_ci(est_time=30, suite="stage-demo-test-1-gpu-amd", disabled="waits for a ROCm 7.2 fix")
 

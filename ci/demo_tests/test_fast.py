@@ -2,9 +2,9 @@
 
 import unittest
 
-from ci.thresholds import check
+from ci_register import register_amd_ci
 
-from ci_register import register_amd_ci  # noqa: E402 (as SGLang's files do)
+from ci.thresholds import check
 
 register_amd_ci(est_time=5, suite="stage-demo-test-1-gpu-amd")
 

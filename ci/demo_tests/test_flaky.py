@@ -4,7 +4,7 @@ import os
 import tempfile
 import unittest
 
-from ci_register import register_amd_ci  # noqa: E402 (as SGLang's files do)
+from ci_register import register_amd_ci
 
 register_amd_ci(est_time=5, suite="stage-demo-test-1-gpu-amd")
 

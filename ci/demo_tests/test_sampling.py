@@ -4,7 +4,7 @@ so that one test is skipped on mi300 and still runs on every other arch."""
 
 import unittest
 
-from ci_register import register_amd_ci  # noqa: E402 (as SGLang's files do)
+from ci_register import register_amd_ci
 
 register_amd_ci(est_time=6, suite="stage-demo-test-1-gpu-amd")
 

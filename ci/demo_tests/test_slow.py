@@ -3,7 +3,7 @@
 import time
 import unittest
 
-from ci_register import register_amd_ci  # noqa: E402 (as SGLang's files do)
+from ci_register import register_amd_ci
 
 register_amd_ci(3, "stage-demo-test-1-gpu-amd")
 

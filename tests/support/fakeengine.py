@@ -29,7 +29,7 @@ class FakeEngine:
     def url(self) -> str:
         return f"tcp://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "FakeEngine":
+    def __enter__(self) -> FakeEngine:
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
