@@ -107,6 +107,10 @@ def stage_arguments(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, help="retries for retryable failures")
     parser.add_argument("--continue-on-error", action="store_true", help="keep going after a failed file")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; no Docker, no GPU")
+    parser.add_argument("--replay", metavar="PATH_OR_URL", help="run a CI job again from its report (folder, replay.json or URL)")
+    parser.add_argument("--only", action="append", metavar="FILE", help="--replay: only this unit of the report (repeatable)")
+    parser.add_argument("--failed", action="store_true", help="--replay: only the units that failed, timed out or were flaky")
+    parser.add_argument("--force", action="store_true", help="--replay: run where this box cannot reproduce the job")
     return parser
 
 

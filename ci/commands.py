@@ -20,6 +20,7 @@ from ci import (
     install,
     pull,
     registry,
+    reproduce,
     workflows,
 )
 from ci.arch import ArchResolution, resolve_arch
@@ -222,6 +223,8 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     if args.retries is not None and not 0 <= args.retries <= config.limits.retries:
         raise UserError(f"--retries {args.retries}: allowed: 0 to {config.limits.retries} (config/limits.yaml retries)")
     github.check_files(_env(), ("GITHUB_STEP_SUMMARY",))
+    if args.replay is not None or args.only or args.failed or args.force:  # a CI job again, from its report
+        return reproduce.replay_session(spec.name, runner_arch, args, skip, _env(), _workspace(), _today())
     resolution = resolve_arch(config, flag=args.arch, env=_env())
     if resolution.arch.name != runner_arch:
         skip(f"runner_arch {runner_arch} is not this run's arch {resolution.arch.name} (from {resolution.source})")

@@ -486,6 +486,30 @@ class DurationsConfig:
     splitting: SplittingPolicy
 
 
+# --- replay.yaml -----------------------------------------------------------------------------
+REPORT_URL_FIELDS = ("server", "repository", "run_id", "attempt", "label")
+
+
+def _url_template(text: str) -> bool:
+    try:
+        text.format(**{name: "" for name in REPORT_URL_FIELDS})
+    except (KeyError, IndexError, ValueError):
+        return False
+    return text == "" or text.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replaying a CI job from its report (ci.replay)."""
+
+    git_timeout_s: Seconds
+    fetch_timeout_s: Seconds
+    max_record_bytes: Annotated[int, POSITIVE, Bound("bytes")]
+    # "": the report folder; else an http(s) URL template over REPORT_URL_FIELDS
+    report_url: Annotated[str, Check(_url_template, "empty, or an http(s) URL using only {server}, {repository}, "
+                                                    "{run_id}, {attempt}, {label}")] = ""
+
+
 # --- thresholds.yaml -------------------------------------------------------------------------
 BoundValue = Union[float, Mapping[Union[int, str], float]]  # one bound, or bounds keyed by `by`
 
@@ -695,6 +719,7 @@ class Config:
     install: InstallConfig
     health: HealthConfig
     limits: Limits
+    replay: ReplayConfig
     source: Path
 
     def arch(self, name: str) -> ArchSpec:
@@ -733,6 +758,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "install": ("install.yaml", InstallConfig),
     "durations": ("durations.yaml", DurationsConfig),
     "health": ("health.yaml", HealthConfig),
+    "replay": ("replay.yaml", ReplayConfig),
 }
 
 OVERRIDE_ENV = "SGL_CI_CONFIG_OVERRIDE"
@@ -770,6 +796,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         install=built["install"],
         health=built["health"],
         limits=limits,
+        replay=built["replay"],
         source=directory,
     )
     _cross_check(config, docs)

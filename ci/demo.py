@@ -3,7 +3,8 @@ LAN and stand-in public registries on loopback, a small locally built nightly wi
 sglang baked in, the LAN-first pull, the container, the workspace's python/ installed over the
 baked copy (pip --no-index, cache on a data mount) and proven to be what the tests import, a
 sample stage registered in SGLang's format (a flaky, a slow, a disabled file, one with an MI300X
-known issue, one that checks the sglang version) run in the container, the stop, the reports."""
+known issue, one that checks the sglang version) run in the container, the stop, the reports; then
+the report replayed (its flaky file, `--failed`) in the image pulled again by its digest."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from ci import install, registry, sandbox
+import docker.errors
+
+from ci import install, registry, replay, reproduce, sandbox
 from ci.arch import ArchResolution
 from ci.config import Config, load_config
 from ci.plan import build_plan, load_tree, render_plan
@@ -216,10 +219,36 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         code = run_stage(config, plan, StageOptions(workspace, report_dir, config.stage(STAGE).retries, False), env, today, out)
         say(f"summary ({report_dir / 'summary.md'}):")
         print((report_dir / "summary.md").read_text(), file=out, flush=True)
+        replayed = _replay(client, shipped.images.repository, tag, report_dir, env, workspace, today, say, out)
         say(f"workspace kept for a look: {workspace}")
-        return code
+        return code or replayed
     finally:
         lan.stop()
         public.stop()
         sandbox.drop_tag(client, shipped.images.repository, tag)
+        for image in client.images.list(name=f"*/{shipped.images.repository}"):  # the replay's pin by digest
+            for name in image.attrs.get("RepoDigests") or []:
+                if name.startswith((f"{lan.address}/", f"{public.address}/")):
+                    _forget(client, name)
+
+
+def _forget(client, name: str) -> None:
+    try:
+        client.images.remove(name)
+    except docker.errors.APIError:  # in use elsewhere, or gone already
+        pass
+
+
+def _replay(client, repository: str, tag: str, report_dir: Path, env: dict, workspace: Path, today: dt.date,
+            say, out: TextIO) -> int:
+    """The report's own replay: its failed or flaky file(s) again, in the image pulled by digest."""
+    record, _ = replay.load(str(report_dir), workspace, load_config(env=env).replay)
+    sandbox.drop_tag(client, repository, tag)
+    say(f"the local copy of {repository}:{tag} removed, as on a box that never pulled it")
+    say(f"replaying: {record.command} --failed  (with this demo's GITHUB_WORKSPACE and SGL_CI_CONFIG_OVERRIDE)")
+    code = reproduce.replay_report(str(report_dir), failed=True, env=env, workspace=workspace, today=today, out=out)
+    target = workspace / load_config(env=env).container.reports_dir / f"replay-{record.label}"
+    summary = (target / "summary.md").read_text().rstrip("\n").splitlines()
+    say(f"replay reports: {target}; its summary ends with: {summary[-1]}")
+    return code
 

@@ -10,7 +10,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
@@ -18,7 +18,7 @@ from typing import TextIO
 import docker.errors
 import requests
 
-from ci import github, gpu, health, install, pull
+from ci import github, gpu, health, install, pull, replay
 from ci.config import OVERRIDE_ENV, Config
 from ci.container import Containers, HostView, build_spec, exec_env, sigterm_raises
 from ci.durations import NO_DURATIONS, Durations, record_json
@@ -46,6 +46,7 @@ class StageOptions:
     continue_on_error: bool
     durations: Path | None = None
     history: Durations = NO_DURATIONS  # what --durations held: drift is judged on it plus this run
+    pull_image: Callable[..., pull.PullOutcome] | None = None  # None: pull.pull_image; a replay pins a digest (ci.reproduce)
 
 
 def partition_label(plan: StagePlan) -> str:
@@ -184,6 +185,9 @@ def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping
                         (outcome.digest or "") if outcome else "", env, dt.datetime.now(dt.timezone.utc),
                         plan.rocm or config.images.rocm)
     write_under(workspace, report_dir / "durations.json", record_json(record))
+    replayable = replay.build_record(config, plan, run_plan, results, outcome, workspace, report_dir, env,
+                                     dt.datetime.now(dt.timezone.utc))
+    write_under(workspace, report_dir / replay.FILE, replay.record_json(replayable))
     drifting = stage_drift(config, options.history, record)
     for warning in warning_lines(drifting, github.in_actions(env)):
         print(warning, file=out)
@@ -203,7 +207,8 @@ def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping
     code, line = judged.exit_code, scrub(judged.verdict(counts(results)), hidden)
     if signal_name == "SIGTERM":
         code = ExitCode.TERMINATED  # as a shell reports a SIGTERM: 128 + 15
-    properties = {JUNIT_PROPERTY: judged.failure_class.value, JUNIT_REASON: scrub(judged.reason, hidden)}
+    properties = {JUNIT_PROPERTY: judged.failure_class.value, JUNIT_REASON: scrub(judged.reason, hidden),
+                  **dict(replay.junit_properties(replayable))}  # the replay record, as properties
     write_under(workspace, report_dir / "junit.xml", junit_xml(run_plan.stage, results, disabled, properties))
     health.publish(judged, env)
     sections = [part.markdown() for part in (checked, installed, smoked) if part is not None]
@@ -213,10 +218,11 @@ def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping
     summary = summary_markdown(f"{run_plan.stage} on {arch.name}", results, disabled, records, notes, sections, line)
     summary += "".join(f"\n{drift_markdown(drifting)}" if drifting else "")
     summary += "".join(f"\n### Partitions: {j.job.suite}\n\n{job_chart(plan, j)}\n" for j in plan.jobs)
+    summary += replay.summary_markdown(replayable)  # last: the one line that replays this job
     summary = scrub(summary, hidden)
     write_under(workspace, report_dir / "summary.md", summary)
     github.append_summary(summary, env)
-    print(f"reports: {report_dir} (junit.xml, durations.json, summary.md{', install.json' if installed else ''})", file=out)
+    print(f"reports: {report_dir} (junit.xml, durations.json, replay.json, summary.md{', install.json' if installed else ''})", file=out)
     print(f"{run_plan.stage}: {line}", file=out, flush=True)
     return code
 
@@ -238,7 +244,8 @@ def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageO
     installed = smoked = runner_code = lost = None
     image = plan.images[0] if plan.image_overridden else None
     with github.group("image", env, out):
-        outcome = pull.pull_image(config, client, env, arch, str(image) if image else None, plan.rocm, today)
+        outcome = (options.pull_image or pull.pull_image)(config, client, env, arch, str(image) if image else None,
+                                                          plan.rocm, today)
     containers = Containers(client, config.container, out)
     with github.group("GPU hygiene", env, out):
         gpu.gpu_clean(config.container, client, out)
