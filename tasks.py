@@ -136,7 +136,8 @@ def build_image(c, arch=None, rocm=None, push=True):
     _run("build_image_command", arch=arch, rocm=rocm, push=push)
 
 
-@task(help={"check": "only check that the committed files equal the rendering"})
-def workflows(c, check=False):
+@task(help={"check": "only check that the committed files equal the rendering",
+            "root": "render into (or check) this folder instead of the toolkit"})
+def workflows(c, check=False, root=None):
     """Render .github/workflows/ (and the setup action) from config."""
-    _run("workflows_command", check=check)
+    _run("workflows_command", check=check, root=root)

@@ -453,16 +453,19 @@ def build_image_command(arch: str | None = None, rocm: str | None = None, push: 
     return 0
 
 
-def workflows_command(check: bool = False) -> int:
-    """`invoke workflows`: render .github/ from config; --check fails when the files differ."""
+def workflows_command(check: bool = False, root: str | None = None) -> int:
+    """`invoke workflows`: render .github/ from config into this toolkit (or --root); --check fails
+    when the files differ."""
     config = load_config()
-    root = container.TOOLKIT
+    if root is not None and not Path(root).is_dir():
+        raise UserError(f"--root {root}: not a directory (allowed: a folder holding .github/)")
+    base = Path(root) if root is not None else container.TOOLKIT
     if check:
-        differ = workflows.stale(config, root)
+        differ = workflows.stale(config, base)
         for path in differ:
             print(f"{path} differs from what config renders: run `invoke workflows`")
         return 1 if differ else 0
-    for path in workflows.write(config, root):
+    for path in workflows.write(config, base):
         print(f"wrote {path}")
     return 0
 

@@ -37,13 +37,15 @@ def test_committed_files_equal_what_config_renders():
 def test_invoke_workflows_check_fails_on_drift(tmp_path):
     done = run_door("invoke", "workflows", "--check")
     assert done.code == 0, done.out + done.err
-    edited = PR_TEST.read_text()
-    try:
-        PR_TEST.write_text(edited.replace("timeout-minutes: 10", "timeout-minutes: 11"))
-        done = run_door("invoke", "workflows", "--check")
-        assert done.code == 1 and ".github/workflows/pr-test-amd.yml differs" in done.out
-    finally:
-        PR_TEST.write_text(edited)
+    copy = tmp_path / "toolkit"  # a copy to edit: no test writes into the repository
+    shutil.copytree(ROOT / ".github", copy / ".github")
+    drifted = copy / ".github" / "workflows" / "pr-test-amd.yml"
+    drifted.write_text(drifted.read_text().replace("timeout-minutes: 10", "timeout-minutes: 11"))
+    done = run_door("invoke", "workflows", "--check", "--root", str(copy))
+    assert done.code == 1 and ".github/workflows/pr-test-amd.yml differs" in done.out
+    done = run_door("invoke", "workflows", "--root", str(copy))
+    assert done.code == 0 and "wrote .github/workflows/pr-test-amd.yml" in done.out
+    assert drifted.read_text() == PR_TEST.read_text()
 
 
 def run_steps():
