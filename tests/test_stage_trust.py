@@ -17,6 +17,7 @@ from ci import stage as stage_module
 from ci.arch import ArchResolution
 from ci.config import load_config
 from ci.errors import ExitCodeUnknown, Terminated, ToolFailure
+from ci.images import parse_image_name
 from ci.plan import build_plan, load_tree
 from ci.pull import Puller
 from ci.stage import StageOptions, run_stage
@@ -61,7 +62,8 @@ def fake_engine(monkeypatch, real_pull=False):
     monkeypatch.setattr(stage_module.gpu, "gpu_clean", lambda *a, **k: None)
     monkeypatch.setattr(stage_module, "build_spec", lambda *a, **k: SimpleNamespace(name="ci_sglang"))
     if not real_pull:
-        monkeypatch.setattr(stage_module.pull, "pull_image", lambda *a, **k: SimpleNamespace(image="rocm/sgl-dev:T", digest=""))
+        monkeypatch.setattr(stage_module.pull, "pull_image",
+                            lambda *a, **k: SimpleNamespace(image=parse_image_name("rocm/sgl-dev:T"), digest=""))
 
 
 def plan_for(world, rocm=None):
