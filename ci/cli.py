@@ -5,16 +5,14 @@ into one stderr line, and sets the exit code."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ci import secrets
-from ci.errors import ExitCode, InfraFailure, Terminated, ToolFailure, UserError
+from ci.errors import ExitCode, InfraFailure, Terminated, ToolFailure, UserError, sigterm_raises
 
 INTERRUPTED_EXIT = ExitCode.CANCELLED  # 128 + SIGINT
 
@@ -27,7 +25,7 @@ def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         secrets.mask_all()
-        with _sigterm_raises():
+        with sigterm_raises():
             result = func(*args, **kwargs)
     except UserError as exc:
         _die(f"error: {exc}", exc.exit_code, whole=exc.multiline)
@@ -46,21 +44,6 @@ def run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return result
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises Terminated for the command's duration, so it ends like SIGINT does."""
-    def handler(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _die(text: str, code: int, whole: bool = False) -> NoReturn:

@@ -21,7 +21,7 @@ from docker.types import Mount, Ulimit
 
 from ci import procs
 from ci.config import ArchSpec, ContainerConfig, DeviceSpec, MountSpec, VariantSpec
-from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, UserError
+from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, UserError, sigterm_raises
 from ci.secrets import ByteSink, ScrubbingSink, exec_secrets
 from ci.toolkit import exposed_by, toolkit_home
 
@@ -182,20 +182,6 @@ class ExecOutcome:
     timed_out: bool = False
 
 
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    def handler(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

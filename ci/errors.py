@@ -1,7 +1,12 @@
 """Errors that the command-line boundary turns into one stderr line, and the exit codes (one place):
 0 passed, 1 tests (or a tool) failed, 2 bad input, 3 the CI's own setup failed before any test ran
-(or the machine failed the run: ci.outcome), 130 cancelled (SIGINT or SIGTERM)."""
+(or the machine failed the run: ci.outcome), 130 cancelled by SIGINT, 143 by SIGTERM."""
 
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -49,3 +54,21 @@ class Terminated(BaseException):
 
     signal_name = "SIGTERM"
     exit_code = ExitCode.TERMINATED
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated for the block's duration, so it ends like SIGINT does (`finally`
+    blocks run, containers stop, reports are written). Outside the main thread: left alone."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -20,9 +20,9 @@ import requests
 
 from ci import github, gpu, health, install, pull, replay
 from ci.config import OVERRIDE_ENV, Config
-from ci.container import Containers, HostView, build_spec, exec_env, sigterm_raises
+from ci.container import Containers, HostView, build_spec, exec_env
 from ci.durations import NO_DURATIONS, Durations, record_json
-from ci.errors import ExitCode, Terminated, ToolFailure, UserError
+from ci.errors import ExitCode, Terminated, ToolFailure, UserError, sigterm_raises
 from ci.history import drift_markdown, run_record, stage_drift, warning_lines
 from ci.inputs import InputProblem, read_text
 from ci.known_issues import touching
