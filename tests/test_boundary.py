@@ -187,7 +187,10 @@ def test_known_issues_plugin_options_are_usage_errors(tmp_path):
 
 
 def test_sigterm_through_the_door_is_one_line_and_fails():
-    script = "from ci import cli\nimport time\nprint('ready', flush=True)\ncli.run(time.sleep, 60)\n"
+    # 'ready' from inside the command: the door's signal handling is in place by then
+    script = ("from ci import cli\nimport time\n"
+              "def wait():\n    print('ready', flush=True)\n    time.sleep(60)\n"
+              "cli.run(wait)\n")
     for sig, code, name in ((signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")):
         door = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=base_env(PYTHONPATH=str(ROOT)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
