@@ -10,7 +10,6 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TextIO
 
 from rich.console import Console
@@ -20,23 +19,13 @@ from ci import procs
 from ci.arch import run_device_tool
 from ci.config import ContainerConfig, HygieneSpec
 from ci.errors import ToolFailure
+from ci.gpu_tools import Vram as VramReading  # one reading type for hygiene and the preflight
 
 # The tools that report VRAM, in the order asked, with the parser of each one's output.
 VRAM_TOOLS: tuple[tuple[str, ...], ...] = (
     ("rocm-smi", "--showmeminfo", "vram"),
     ("nvidia-smi", "--query-gpu=index,memory.used,memory.total", "--format=csv,noheader,nounits"),
 )
-
-
-@dataclass(frozen=True)
-class VramReading:
-    gpu: str
-    used_bytes: int
-    total_bytes: int
-
-    @property
-    def used_pct(self) -> float:
-        return 100.0 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
 def parse_rocm_smi_vram(text: str) -> list[VramReading]:

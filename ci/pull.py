@@ -368,6 +368,17 @@ class Puller:
             pass
 
     def _pull_public(self, image: ImageName, public: ImageName, public_digest: str | None, started: float) -> PullOutcome:
+        attempts = self._retried_public_pull(public)
+        if public.registry:
+            tag(self.client, public, image)
+        pulled = local_image(self.client, image)
+        digest = (pulled.digest_for(public.pull_repository) if pulled else None) or public_digest
+        return PullOutcome(image, "public", public.registry or "docker.io", digest, pulled.size if pulled else 0,
+                           time.monotonic() - started, attempts)
+
+    def _retried_public_pull(self, public: ImageName) -> int:
+        """Pull from the public registry with the retry policy (retryable failures only); the
+        number of attempts, or a ToolFailure that says why it stopped."""
         policy = self.config.pull.public
         retrying = self._retrying(policy, f"pull {public}")
 
@@ -388,13 +399,7 @@ class Puller:
                    "disk": "out of disk (not retried)",
                    "unknown": "unclassified error (not retried)"}.get(failure.kind, f"gave up after {attempts} attempt(s)")
             raise ToolFailure(f"pull of {public} failed: {why}: {failure.message}") from None
-        attempts = retrying.statistics.get("attempt_number", 1)
-        if public.registry:
-            tag(self.client, public, image)
-        pulled = local_image(self.client, image)
-        digest = (pulled.digest_for(public.pull_repository) if pulled else None) or public_digest
-        return PullOutcome(image, "public", public.registry or "docker.io", digest, pulled.size if pulled else 0,
-                           time.monotonic() - started, attempts)
+        return int(retrying.statistics.get("attempt_number", 1))
 
     def _room_check(self) -> Callable[[int], str | None]:
         """Once the layer sizes are known: fail early when the Docker data root cannot hold the

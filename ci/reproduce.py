@@ -351,29 +351,12 @@ class PinnedPuller(pull.Puller):
                 note = release_daemon_connections(lan.registry or "") if failure.kind == "stalled" else None
                 self._report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
         public = names[-1]
-        retry = self.config.pull.public
-        retrying = self._retrying(retry, f"pull {public}")
-
-        def attempt() -> None:
-            progress = self._progress(public)
-            try:
-                with github.group(f"pull {public} (attempt)", self.env, self.out):
-                    pull.stream_pull(self.client, public, retry.stall_s, None, retry.stall_s, progress.update,
-                                     room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s)
-            finally:
-                progress.close()
-
-        try:
-            retrying(attempt)
-        except PullFailure as failure:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            why = "not retried" if not failure.retryable else f"gave up after {attempts} attempt(s)"
-            raise ToolFailure(f"pull of {public} failed ({why}): {failure.message}") from None
+        attempts = self._retried_public_pull(public)
         pulled = local_image(self.client, public)
         if pulled is None or not pulled.has_digest(digest):
             raise ToolFailure(f"pulled {public} but no local image has {digest}")
         return pull.PullOutcome(public, "public", public.registry or "docker.io", digest, pulled.size,
-                                time.monotonic() - started, retrying.statistics.get("attempt_number", 1))
+                                time.monotonic() - started, attempts)
 
 
 def pinned_pull(record: Record, out: TextIO) -> Callable[..., pull.PullOutcome]:

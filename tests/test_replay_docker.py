@@ -169,5 +169,5 @@ def test_the_pin_is_pulled_lan_first_then_public_and_a_missing_digest_fails(dock
     assert "[local-pull] " in err.getvalue()
     _forget(docker)
     puller, _, _ = _puller(lan.address, public.address, tmp_path)
-    with pytest.raises(ToolFailure, match=rf"pull of {public.address}/{REPOSITORY}@sha256:0+ failed \(not retried\)"):
+    with pytest.raises(ToolFailure, match=rf"pull of {public.address}/{REPOSITORY}@sha256:0+ failed: not found \(not retried\)"):
         puller.pull_pinned(image, "sha256:" + "0" * 64)
