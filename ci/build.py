@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ci import github, install
+from ci import github, install, publish
 from ci.config import ArchSpec, Config
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName, check_rocm
@@ -79,7 +79,7 @@ def build_image(config: Config, client: docker.DockerClient, env: Mapping[str, s
         public = name.on(config.images.registries.public)
         if public.registry:
             client.api.tag(str(name), public.pull_repository, public.tag)
-        digest = puller.push(public)
+        digest = publish.push(client, public)
         puller.say(f"pushed {public} digest={digest}")
     github.write_outputs({"image": str(name)}, env)
     return name

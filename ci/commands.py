@@ -18,6 +18,7 @@ from ci import (
     gpu,
     history,
     install,
+    publish,
     pull,
     registry,
     reproduce,
@@ -272,7 +273,7 @@ def pull_image_command(arch: str | None = None, image: str | None = None, rocm: 
 
 def mirror_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
     """`invoke mirror-image`: pull from public, push to the LAN registry, verify the digest."""
-    _image_operation(pull.mirror_image, arch, image, rocm)
+    _image_operation(publish.mirror_image, arch, image, rocm)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Resolve the newest nightly image and pull it LAN-first: the mirror bounded by a no-progress
 deadline and a throughput floor, the public registry retried with tenacity only where a retry
-can help, credentials only through the SDK (and the tag list's own request), and one summary
-line at the end. Candidates come from the registry's tag list unless config names versions."""
+can help, and one summary line at the end. Candidates come from the registry's tag list unless
+config names versions. Login lives in ci.login, push and mirror in ci.publish."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TextIO
 
 import docker
 import requests
-import tenacity
 
 from ci import github
-from ci.config import ArchSpec, Config, LanPullPolicy, RetryPolicy
+from ci.config import ArchSpec, Config, LanPullPolicy
 from ci.errors import ToolFailure, UserError
 from ci.images import (
     ImageName,
@@ -32,20 +32,22 @@ from ci.images import (
     parse_image_name,
     tag_shape,
 )
+from ci.login import log_in_public, public_credentials, scrub_token
 from ci.progress import BarProgress, PlainProgress, human_bytes, progress_for
 from ci.registry import (
+    FailureKind,
     PullFailure,
     auth_header,
     classify,
     local_image,
     registry_digest,
     release_daemon_connections,
+    retrying,
     tag,
+    untag,
 )
-from ci.secrets import scrub
 from ci.tags import TagListError, fetch_tags
 
-CREDENTIALS_ENV = ("DOCKERHUB_AMD_USERNAME", "DOCKERHUB_AMD_TOKEN")  # the public registry's login
 
 # --- the watchdog (pure) ------------------------------------------------------------------
 @dataclass
@@ -153,16 +155,16 @@ def stream_pull(
             on_progress(tally.done, tally.download_total or None)
             reason = watchdog.verdict(now)
             if reason:
-                raise PullFailure(f"{name}: {reason}", True, "stalled")
+                raise PullFailure(f"{name}: {reason}", True, FailureKind.STALLED)
             if tally.download_total:
                 full = room_check(max(tally.download_total - tally.done, 0))
                 if full:
-                    raise PullFailure(f"{name}: {full}", False, "disk")
+                    raise PullFailure(f"{name}: {full}", False, FailureKind.DISK)
     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
         if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" not in str(exc).lower() \
                 and "Read timed out" not in str(exc):
-            raise PullFailure(f"{name}: lost the connection to the daemon: {exc.__class__.__name__}", True, "transient") from None
-        raise PullFailure(f"{name}: no progress for {idle_s:g} s (deadline {idle_s:g} s)", True, "stalled") from None
+            raise PullFailure(f"{name}: lost the connection to the daemon: {exc.__class__.__name__}", True, FailureKind.TRANSIENT) from None
+        raise PullFailure(f"{name}: no progress for {idle_s:g} s (deadline {idle_s:g} s)", True, FailureKind.STALLED) from None
     finally:
         if response is not None:
             response.close()
@@ -176,10 +178,21 @@ def _daemon_message(response: requests.Response) -> str:
 
 
 # --- the whole pull ----------------------------------------------------------------------------
+class PullSource(str, Enum):
+    """Where the image came from; the value is the summary line's word."""
+
+    LAN = "lan"
+    PUBLIC = "public"
+    LOCAL = "local"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class PullOutcome:
     image: ImageName
-    source: str  # lan | public | local
+    source: PullSource
     registry: str | None
     digest: str | None
     size_bytes: int
@@ -205,58 +218,11 @@ class Puller:
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
-    # Login ------------------------------------------------------------------------------
     def login_public(self) -> bool:
-        """Log in when DOCKERHUB_AMD_USERNAME/TOKEN are set; a login that still fails warns only.
-        Once per Puller: resolution, pull and push all need it, and each may come first."""
-        if self._login_tried is not None:
-            return self._login_tried
-        self._login_tried = self._login()
+        """Once per Puller (see ci.login): resolution, pull and push all need it, and each may come first."""
+        if self._login_tried is None:
+            self._login_tried = log_in_public(self.config, self.client, self.env, self.say, self.out, self.err, self.sleep)
         return self._login_tried
-
-    def _login(self) -> bool:
-        credentials = public_credentials(self.env)
-        if credentials is None:
-            return False
-        user, token = credentials
-        github.mask(token, self.env, self.out)
-        registry = self.config.images.registries.public
-
-        def attempt() -> None:
-            try:
-                self.client.login(username=user, password=token, registry=registry, reauth=True)
-            except docker.errors.APIError as exc:
-                failure = classify(_scrub(str(exc.explanation or exc), token))
-                if failure.kind == "unauthorized":  # the daemon reports a rate-limited login (429) as
-                    failure.retryable = True        # "401 Unauthorized": worth the policy's few attempts
-                raise failure from None
-            except requests.RequestException as exc:
-                raise PullFailure(f"login: {exc.__class__.__name__}", True, "transient") from None
-
-        try:
-            self._retrying(self.config.pull.login, "login")(attempt)
-            self.say(f"logged in to {registry} as {user}")
-            return True
-        except PullFailure as failure:
-            print(f"warning: login to {registry} failed ({_scrub(failure.message, token)}); pulling anonymously",
-                  file=self.err, flush=True)
-            return False
-
-    def _retrying(self, policy: RetryPolicy, what: str) -> tenacity.Retrying:
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            failure = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0
-            self.say(f"{what}: attempt {state.attempt_number}/{policy.attempts} failed ({failure}); retrying in {wait:.1f} s")
-
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=tenacity.wait_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
-            + tenacity.wait_random(0, policy.jitter_s),
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, PullFailure) and e.retryable),
-            before_sleep=before_sleep,
-            sleep=self.sleep,
-            reraise=True,
-        )
 
     # Resolution -----------------------------------------------------------------------------
     def resolve(self, candidates: Iterable[ImageName], listed_in: str | None = None) -> ImageName:
@@ -308,20 +274,21 @@ class Puller:
         # The public digest is needed up front only to judge a local copy; otherwise it is asked
         # for while the LAN pull runs, and waited for only to check the LAN image's integrity.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            public_digest_future = pool.submit(self._digest_or_none, public)
+            public_digest_future = pool.submit(self.public_digest, public)
             if present:
                 public_digest = public_digest_future.result()
                 if public_digest is None or present.has_digest(public_digest):
                     digest = public_digest or present.any_digest
                     self.say(f"{image} is already present locally" + (" at the registry's digest" if public_digest else ""))
-                    return PullOutcome(image, "local", None, digest, present.size, time.monotonic() - started, 0)
+                    return PullOutcome(image, PullSource.LOCAL, None, digest, present.size, time.monotonic() - started, 0)
             if registries.lan:
                 outcome = self._pull_lan(image, registries.lan, public_digest_future.result, started)
                 if outcome:
                     return outcome
-            return self._pull_public(image, public, public_digest_future.result(), started)
+            return self.pull_public(image, public, public_digest_future.result(), started)
 
-    def _digest_or_none(self, name: ImageName) -> str | None:
+    def public_digest(self, name: ImageName) -> str | None:
+        """The registry's digest for `name`, or None when it cannot be asked (checks then rely on the pull)."""
         try:
             return registry_digest(self.client, name)
         except PullFailure:
@@ -330,9 +297,9 @@ class Puller:
     def _progress(self, name: ImageName) -> PlainProgress | BarProgress:
         return progress_for(f"pull {name}", self.config.pull.progress_log_interval_s, self.out)
 
-    def _pull_lan(self, image: ImageName, lan_registry: str, public_digest_of: Callable[[], str | None],
-                  started: float) -> PullOutcome | None:
-        lan = image.on(lan_registry)
+    def lan_attempt(self, lan: ImageName) -> bool:
+        """One pull from the LAN mirror under its watchdog; False (said on stderr, the engine's
+        stalled connections released) when the mirror failed or stopped helping."""
         policy: LanPullPolicy = self.config.pull.lan
         progress = self._progress(lan)
         try:
@@ -340,47 +307,50 @@ class Puller:
                 stream_pull(self.client, lan, policy.first_progress_s, policy.floor_bytes_per_s, policy.window_s,
                             progress.update, room_check=self._room_check(),
                             connect_timeout_s=self.config.pull.connect_timeout_s)
+            return True
         except PullFailure as failure:
+            registry = self.config.images.registries.lan or ""  # by address: a Docker Hub-spelled mirror has no name part
+            note = release_daemon_connections(registry) if failure.kind is FailureKind.STALLED else None
+            self.report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
+            return False
+        finally:
             progress.close()
-            note = release_daemon_connections(lan_registry) if failure.kind == "stalled" else None
-            self._report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
+
+    def _pull_lan(self, image: ImageName, lan_registry: str, public_digest_of: Callable[[], str | None],
+                  started: float) -> PullOutcome | None:
+        lan = image.on(lan_registry)
+        if not self.lan_attempt(lan):
             return None
-        progress.close()
         pulled = local_image(self.client, lan)
         lan_digest = pulled.digest_for(lan.pull_repository) if pulled else None
         public_digest = public_digest_of()
         if public_digest and lan_digest != public_digest:
-            self._report_lan_failure(lan, f"digest mismatch: LAN has {lan_digest}, public has {public_digest}; using the public image")
-            self._untag(lan)
+            self.report_lan_failure(lan, f"digest mismatch: LAN has {lan_digest}, public has {public_digest}; using the public image")
+            untag(self.client, lan)
             return None
         tag(self.client, lan, image)  # the LAN name stays: its RepoDigest records where the bytes came from
-        return PullOutcome(image, "lan", lan.registry, lan_digest, pulled.size if pulled else 0, time.monotonic() - started, 1)
+        return PullOutcome(image, PullSource.LAN, lan.registry, lan_digest, pulled.size if pulled else 0,
+                           time.monotonic() - started, 1)
 
-    def _report_lan_failure(self, lan: ImageName, message: str) -> None:
+    def report_lan_failure(self, lan: ImageName, message: str) -> None:
         print(f"LAN pull of {lan} failed; falling back to {self.config.images.registries.public}", file=self.err, flush=True)
         for line in message.splitlines() or [""]:
             print(f"[local-pull] {line}", file=self.err, flush=True)
 
-    def _untag(self, name: ImageName) -> None:
-        try:
-            self.client.api.remove_image(str(name), noprune=True)
-        except docker.errors.APIError:
-            pass
-
-    def _pull_public(self, image: ImageName, public: ImageName, public_digest: str | None, started: float) -> PullOutcome:
-        attempts = self._retried_public_pull(public)
+    def pull_public(self, image: ImageName, public: ImageName, public_digest: str | None, started: float) -> PullOutcome:
+        attempts = self.retried_public_pull(public)
         if public.registry:
             tag(self.client, public, image)
         pulled = local_image(self.client, image)
         digest = (pulled.digest_for(public.pull_repository) if pulled else None) or public_digest
-        return PullOutcome(image, "public", public.registry or "docker.io", digest, pulled.size if pulled else 0,
+        return PullOutcome(image, PullSource.PUBLIC, public.registry or "docker.io", digest, pulled.size if pulled else 0,
                            time.monotonic() - started, attempts)
 
-    def _retried_public_pull(self, public: ImageName) -> int:
+    def retried_public_pull(self, public: ImageName) -> int:
         """Pull from the public registry with the retry policy (retryable failures only); the
         number of attempts, or a ToolFailure that says why it stopped."""
         policy = self.config.pull.public
-        retrying = self._retrying(policy, f"pull {public}")
+        retried = retrying(policy, f"pull {public}", self.say, self.sleep)
 
         def attempt() -> None:
             progress = self._progress(public)
@@ -392,14 +362,15 @@ class Puller:
                 progress.close()
 
         try:
-            retrying(attempt)
+            retried(attempt)
         except PullFailure as failure:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            why = {"not-found": "not found (not retried)", "unauthorized": "unauthorized or denied (not retried)",
-                   "disk": "out of disk (not retried)",
-                   "unknown": "unclassified error (not retried)"}.get(failure.kind, f"gave up after {attempts} attempt(s)")
+            attempts = retried.statistics.get("attempt_number", 1)
+            why = {FailureKind.NOT_FOUND: "not found (not retried)",
+                   FailureKind.UNAUTHORIZED: "unauthorized or denied (not retried)",
+                   FailureKind.DISK: "out of disk (not retried)",
+                   FailureKind.UNKNOWN: "unclassified error (not retried)"}.get(failure.kind, f"gave up after {attempts} attempt(s)")
             raise ToolFailure(f"pull of {public} failed: {why}: {failure.message}") from None
-        return int(retrying.statistics.get("attempt_number", 1))
+        return int(retried.statistics.get("attempt_number", 1))
 
     def _room_check(self) -> Callable[[int], str | None]:
         """Once the layer sizes are known: fail early when the Docker data root cannot hold the
@@ -420,60 +391,6 @@ class Puller:
             return None
 
         return check
-
-
-    # Mirror -----------------------------------------------------------------------------------
-    def mirror(self, image: ImageName) -> str:
-        """Pull from public, retag to the LAN registry, push, and verify the pushed digest."""
-        lan_registry = self.config.images.registries.lan
-        if not lan_registry:
-            raise UserError("mirror-image needs a LAN registry: set LOCAL_DOCKER_REGISTRY")
-        image = image.plain
-        public = image.on(self.config.images.registries.public)
-        self.login_public()
-        source_digest = self._digest_or_none(public)
-        present = local_image(self.client, image)
-        if not (present and source_digest and present.has_digest(source_digest)):
-            self._pull_public(image, public, source_digest, time.monotonic())
-        if not source_digest:
-            local = local_image(self.client, image) or present
-            if local is None:
-                raise ToolFailure(f"mirror of {image}: the engine no longer has it after the pull (removed meanwhile?)")
-            source_digest = local.digest_for(public.pull_repository)
-        lan = image.on(lan_registry)
-        tag(self.client, image, lan)
-        try:
-            pushed = self.push(lan)
-        finally:
-            self._untag(lan)
-        if source_digest and pushed != source_digest:
-            raise ToolFailure(f"mirror of {image} to {lan_registry} has digest {pushed}, source has {source_digest}")
-        self.say(f"mirrored {image} to {lan} digest={pushed} (matches the source)" if source_digest
-                 else f"mirrored {image} to {lan} digest={pushed} (source digest unknown)")
-        return pushed
-
-    def push(self, name: ImageName) -> str:
-        """Push through the engine; errors inside the stream are errors; returns the pushed digest."""
-        digest = None
-        try:
-            for event in self.client.api.push(name.pull_repository, name.tag, stream=True, decode=True):
-                if event.get("error") or event.get("errorDetail"):
-                    raise ToolFailure(f"push of {name} failed: {event.get('error') or event['errorDetail'].get('message')}")
-                digest = (event.get("aux") or {}).get("Digest", digest)
-        except docker.errors.APIError as exc:
-            raise ToolFailure(f"push of {name} failed: {exc.explanation}") from None
-        if not digest:
-            raise ToolFailure(f"push of {name} reported no digest")
-        return digest
-
-
-def _scrub(text: str, secret: str) -> str:
-    return scrub(text, [secret]).replace(secret, "***") if secret else text
-
-
-def public_credentials(env: Mapping[str, str]) -> tuple[str, str] | None:
-    user, token = (env.get(name) for name in CREDENTIALS_ENV)
-    return (user, token) if user and token else None
 
 
 # --- candidates -----------------------------------------------------------------------------------
@@ -505,7 +422,7 @@ def nightly_candidates(config: Config, arch: ArchSpec, rocm: str | None, today: 
             listed = fetch_tags(registry, images.repository, images.discovery.timeout_s, images.discovery.page_size,
                                 images.discovery.max_pages, offered, session)
         except TagListError as failure:
-            tried.append(_scrub(failure.message, offered[1]) if offered else failure.message)
+            tried.append(scrub_token(failure.message, offered[1]) if offered else failure.message)
             continue
         found = discovered_candidates(images, arch, today, listed.tags, rocm)
         print(f"tag list of {registry}: {len(listed.tags)} tag(s) in {listed.requests} request(s), "
@@ -542,9 +459,3 @@ def pull_image(config: Config, client: docker.DockerClient, env: Mapping[str, st
     puller.say(outcome.summary())
     return outcome
 
-
-def mirror_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec | None,
-                 image: str | None, rocm: str | None, today: dt.date, candidates: Candidates | None = None) -> str:
-    """`invoke mirror-image`: the nightly publish's push to the LAN registry, verified by digest."""
-    puller = Puller(config, client, env)
-    return puller.mirror(target_image(puller, arch, image, rocm, today, candidates))

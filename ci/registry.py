@@ -1,5 +1,5 @@
 """Docker daemon adapter for images: the client, local lookups, registry digests through the
-daemon's distribution endpoint, login, and classification of the daemon's pull errors."""
+daemon's distribution endpoint, tags, and the classification (and retry) of registry errors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import docker
 import docker.auth
 import docker.errors
 import requests
+import tenacity
 
+from ci.config import RetryPolicy
 from ci.errors import ToolFailure
 from ci.images import DOCKER_HUB, ImageName
 
@@ -34,25 +38,58 @@ _TRANSIENT = re.compile(
 )
 
 
+class FailureKind(str, Enum):
+    """Why a registry operation failed; the value is the word logs and summaries show."""
+
+    NOT_FOUND = "not-found"
+    UNAUTHORIZED = "unauthorized"
+    TRANSIENT = "transient"
+    STALLED = "stalled"
+    DISK = "disk"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class PullFailure(Exception):
     """A pull that did not succeed; `retryable` says whether trying again can help."""
 
-    def __init__(self, message: str, retryable: bool, kind: str) -> None:
+    def __init__(self, message: str, retryable: bool, kind: FailureKind) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
-        self.kind = kind  # not-found | unauthorized | transient | stalled | disk | unknown
+        self.kind = kind
 
 
 def classify(message: str) -> PullFailure:
     """Fatal first: a 404 or 401 must never be retried for 12 minutes as the old script did."""
     text = " ".join(message.split())
     if _FATAL.search(text):
-        kind = "unauthorized" if re.search(r"unauthori|authentication|denied|credentials|password", text, re.I) else "not-found"
-        return PullFailure(text, False, kind)
+        denied = re.search(r"unauthori|authentication|denied|credentials|password", text, re.I)
+        return PullFailure(text, False, FailureKind.UNAUTHORIZED if denied else FailureKind.NOT_FOUND)
     if _TRANSIENT.search(text):
-        return PullFailure(text, True, "transient")
-    return PullFailure(text, False, "unknown")
+        return PullFailure(text, True, FailureKind.TRANSIENT)
+    return PullFailure(text, False, FailureKind.UNKNOWN)
+
+
+def retrying(policy: RetryPolicy, what: str, say: Callable[[str], None], sleep: Callable[[float], None]) -> tenacity.Retrying:
+    """The policy's exponential backoff with jitter, retrying only a PullFailure that can pass on
+    a retry, and saying each retry (what failed, when the next attempt comes) before sleeping."""
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0
+        say(f"{what}: attempt {state.attempt_number}/{policy.attempts} failed ({failure}); retrying in {wait:.1f} s")
+
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=tenacity.wait_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
+        + tenacity.wait_random(0, policy.jitter_s),
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, PullFailure) and e.retryable),
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,
+    )
 
 
 def connect(timeout_s: float) -> docker.DockerClient:
@@ -114,7 +151,7 @@ def registry_digest(client: docker.DockerClient, name: ImageName) -> str:
     except docker.errors.APIError as exc:
         raise classify(str(exc.explanation or exc)) from None
     except requests.RequestException as exc:
-        raise PullFailure(f"no answer from the daemon asking {name.registry or 'docker.io'}: {exc.__class__.__name__}", True, "transient") from None
+        raise PullFailure(f"no answer from the daemon asking {name.registry or 'docker.io'}: {exc.__class__.__name__}", True, FailureKind.TRANSIENT) from None
     return data["Descriptor"]["digest"]
 
 
@@ -122,6 +159,13 @@ def tag(client: docker.DockerClient, source: ImageName, target: ImageName) -> No
     if not client.api.tag(str(source), target.pull_repository, target.tag):
         raise ToolFailure(f"could not tag {source} as {target}")
 
+
+def untag(client: docker.DockerClient, name: ImageName) -> None:
+    """Remove one name of an image (its layers stay: other names may share them)."""
+    try:
+        client.api.remove_image(str(name), noprune=True)
+    except docker.errors.APIError:
+        pass
 
 
 def release_daemon_connections(registry: str) -> str:

@@ -47,7 +47,7 @@ from ci.container import TOOLKIT
 from ci.errors import UserError
 from ci.images import parse_image_name
 from ci.known_issues import touching
-from ci.pull import CREDENTIALS_ENV
+from ci.login import CREDENTIALS_ENV
 from ci.runner import FileResult, RunPlan
 from ci.secrets import SECRET_ENV
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from ci import github, pull, replay
+from ci import pull, replay
 from ci.arch import (
     ArchResolution,
     DeviceReport,
@@ -40,7 +40,7 @@ from ci.images import DOCKER_HUB, ImageName, parse_image_name
 from ci.inputs import InputProblem, check_output_dir
 from ci.partition import Item, Partitioning
 from ci.plan import JobPlan, StagePlan, Unit
-from ci.registry import PullFailure, local_image, release_daemon_connections
+from ci.registry import local_image
 from ci.replay import FAILED, Commit, Record, ReplayUnit
 from ci.routing import job_route
 from ci.stage import StageOptions, container_path, planned_files, run_stage
@@ -330,32 +330,22 @@ class PinnedPuller(pull.Puller):
             present = local_image(self.client, name)
             if present is not None:
                 self.say(f"{name} is already present locally")
-                return pull.PullOutcome(name, "local", None, digest, present.size, time.monotonic() - started, 0)
+                return pull.PullOutcome(name, pull.PullSource.LOCAL, None, digest, present.size, time.monotonic() - started, 0)
         self.login_public()
         if registries.lan:
             lan = names[0]
-            policy = self.config.pull.lan
-            progress = self._progress(lan)
-            try:
-                with github.group(f"pull {lan} (LAN mirror)", self.env, self.out):
-                    pull.stream_pull(self.client, lan, policy.first_progress_s, policy.floor_bytes_per_s, policy.window_s,
-                                     progress.update, room_check=self._room_check(),
-                                     connect_timeout_s=self.config.pull.connect_timeout_s)
-                progress.close()
+            if self.lan_attempt(lan):
                 pulled = local_image(self.client, lan)
                 if pulled is not None and pulled.has_digest(digest):
-                    return pull.PullOutcome(lan, "lan", lan.registry, digest, pulled.size, time.monotonic() - started, 1)
-                self._report_lan_failure(lan, f"the pull ended but no local image has {digest}")
-            except PullFailure as failure:
-                progress.close()
-                note = release_daemon_connections(lan.registry or "") if failure.kind == "stalled" else None
-                self._report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
+                    return pull.PullOutcome(lan, pull.PullSource.LAN, lan.registry, digest, pulled.size,
+                                            time.monotonic() - started, 1)
+                self.report_lan_failure(lan, f"the pull ended but no local image has {digest}")
         public = names[-1]
-        attempts = self._retried_public_pull(public)
+        attempts = self.retried_public_pull(public)
         pulled = local_image(self.client, public)
         if pulled is None or not pulled.has_digest(digest):
             raise ToolFailure(f"pulled {public} but no local image has {digest}")
-        return pull.PullOutcome(public, "public", public.registry or "docker.io", digest, pulled.size,
+        return pull.PullOutcome(public, pull.PullSource.PUBLIC, public.registry or "docker.io", digest, pulled.size,
                                 time.monotonic() - started, attempts)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ci import publish
 from ci.config import load_config
 from ci.errors import ToolFailure
 from ci.images import ImageName, candidate_images
@@ -344,7 +345,7 @@ def test_mirror_pushes_to_lan_and_verifies_the_digest(docker, world, tmp_path):
     mirror = start_registry(tmp_path / "mirror")
     try:
         p, out, _, _ = puller(world, mirror.address)
-        pushed = p.mirror(IMAGE)
+        pushed = publish.mirror(p, IMAGE)
         assert pushed == world.digest
         assert "matches the source" in out.getvalue()
         fresh = connect(30)

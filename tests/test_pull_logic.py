@@ -77,22 +77,23 @@ def test_mirror_says_so_when_the_pulled_image_is_gone_and_no_digest_is_known(mon
     (removed meanwhile): a ToolFailure that says so, not an AttributeError on None."""
     import io
 
-    from ci import pull
+    from ci import publish, pull
     from ci.config import load_config
     from ci.errors import ToolFailure
     from ci.images import parse_image_name
+    from ci.registry import FailureKind
 
     config = load_config(env={"LOCAL_DOCKER_REGISTRY": "mirror.local:5000"})
     puller = pull.Puller(config, client=object(), env={}, out=io.StringIO(), err=io.StringIO())
 
     def no_digest(client, name):
-        raise pull.PullFailure("registry unreachable", True, "transient")
+        raise pull.PullFailure("registry unreachable", True, FailureKind.TRANSIENT)
 
     monkeypatch.setattr(pull, "registry_digest", no_digest)
-    monkeypatch.setattr(pull, "local_image", lambda client, name: None)
-    monkeypatch.setattr(puller, "_pull_public", lambda *args: None)
+    monkeypatch.setattr(publish, "local_image", lambda client, name: None)
+    monkeypatch.setattr(puller, "pull_public", lambda *args: None)
     with pytest.raises(ToolFailure, match="no longer has it after the pull"):
-        puller.mirror(parse_image_name("rocm/sgl-dev:v0.5.9-rocm720-mi35x-20260101"))
+        publish.mirror(puller, parse_image_name("rocm/sgl-dev:v0.5.9-rocm720-mi35x-20260101"))
 
 
 def test_a_stalled_lan_pull_from_a_docker_hub_spelled_mirror_falls_back(monkeypatch):
@@ -103,6 +104,7 @@ def test_a_stalled_lan_pull_from_a_docker_hub_spelled_mirror_falls_back(monkeypa
     from ci import pull
     from ci.config import load_config
     from ci.images import parse_image_name
+    from ci.registry import FailureKind
 
     config = load_config(env={"LOCAL_DOCKER_REGISTRY": "index.docker.io"})
     err = io.StringIO()
@@ -110,21 +112,21 @@ def test_a_stalled_lan_pull_from_a_docker_hub_spelled_mirror_falls_back(monkeypa
     released = []
 
     def stalled(*args, **kwargs):
-        raise pull.PullFailure("no progress for 60.0 s", True, "stalled")
+        raise pull.PullFailure("no progress for 60.0 s", True, FailureKind.STALLED)
 
     def release(registry):
         released.append(registry)
         return f"released 0 stalled engine connection(s) to {registry.rsplit(':', 1)[0]}"
 
     def no_digest(client, name):
-        raise pull.PullFailure("registry unreachable", True, "transient")
+        raise pull.PullFailure("registry unreachable", True, FailureKind.TRANSIENT)
 
     monkeypatch.setattr(pull, "stream_pull", stalled)
     monkeypatch.setattr(pull, "release_daemon_connections", release)
     monkeypatch.setattr(pull, "registry_digest", no_digest)
     monkeypatch.setattr(pull, "local_image", lambda client, name: None)
     monkeypatch.setattr(puller, "_room_check", lambda: None)
-    monkeypatch.setattr(puller, "_pull_public", lambda *args: "public")
+    monkeypatch.setattr(puller, "pull_public", lambda *args: "public")
     assert puller.pull(parse_image_name("rocm/sgl-dev:v0.5.9-rocm720-mi35x-20260101")) == "public"  # fell back
     assert released == ["index.docker.io"]
     assert "released 0 stalled engine connection(s) to index.docker.io" in err.getvalue()
