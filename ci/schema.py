@@ -91,24 +91,36 @@ class Document:
         return ConfigError(f"{self.where(path)}: {format_path(path)}: {message}")
 
 
+def _alias_error(source: str, mark: Any) -> ConfigError:  # yaml.Mark, or libyaml's own Mark
+    return ConfigError(f"{source}:{mark.line + 1}: YAML aliases (*name) are not allowed in config; "
+                       "write the value out (allowed: plain YAML, no *aliases or <<: merge keys)")
+
+
+def _depth_error(source: str, mark: Any) -> ConfigError:
+    return ConfigError(f"{source}:{mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels "
+                       f"(allowed: at most {MAX_YAML_DEPTH})")
+
+
+def _date_error(source: str, node: yaml.Node, exc: Exception) -> ConfigError:
+    why = f" ({exc})" if isinstance(exc, ValueError) else ""  # AttributeError: PyYAML on `!!timestamp x`
+    return ConfigError(f"{source}:{node.start_mark.line + 1}: {node.value!r} is not a valid date{why}; "
+                       "allowed: a real date, YYYY-MM-DD")
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses aliases (a "billion laughs" file cannot expand) and nesting deeper
-    than MAX_YAML_DEPTH, and says which line holds an impossible date."""
+    than MAX_YAML_DEPTH, and says which line holds an impossible date. Used without libyaml."""
 
     source = ""
     depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise ConfigError(f"{self.source}:{mark.line + 1}: YAML aliases (*name) are not allowed in config; "
-                              "write the value out (allowed: plain YAML, no *aliases or <<: merge keys)")
+            raise _alias_error(self.source, self.peek_event().start_mark)
         self.depth += 1
         try:
             if self.depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
-                raise ConfigError(f"{self.source}:{mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels "
-                                  f"(allowed: at most {MAX_YAML_DEPTH})")
+                raise _depth_error(self.source, self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -116,21 +128,62 @@ class _Loader(yaml.SafeLoader):
     def construct_yaml_timestamp(self, node):
         try:
             return super().construct_yaml_timestamp(node)
-        except (ValueError, AttributeError) as exc:  # AttributeError: PyYAML on a non-date (`!!timestamp x`)
-            why = f" ({exc})" if isinstance(exc, ValueError) else ""
-            raise ConfigError(f"{self.source}:{node.start_mark.line + 1}: {node.value!r} is not a valid date{why}; "
-                              "allowed: a real date, YYYY-MM-DD") from None
+        except (ValueError, AttributeError) as exc:
+            raise _date_error(self.source, node, exc) from None
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+_CSafeLoader: type | None = getattr(yaml, "CSafeLoader", None)  # PyYAML built with libyaml: ~4x faster
+
+
+if _CSafeLoader is not None:
+    class _FastLoader(_CSafeLoader):  # type: ignore[misc, valid-type]
+        """libyaml's composer, after `_check_events` has refused aliases and deep nesting (the
+        composer itself recurses in C and expands nothing, so it must only see checked text)."""
+
+        source = ""
+
+        def construct_yaml_timestamp(self, node):
+            try:
+                return super().construct_yaml_timestamp(node)
+            except (ValueError, AttributeError) as exc:
+                raise _date_error(self.source, node, exc) from None
+
+    _FastLoader.add_constructor("tag:yaml.org,2002:timestamp", _FastLoader.construct_yaml_timestamp)
+
+
+def _check_events(text: str, source: str) -> None:
+    """The event stream, read iteratively: an alias or nesting past MAX_YAML_DEPTH is an error."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_CSafeLoader or yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise _alias_error(source, event.start_mark)
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _depth_error(source, event.start_mark)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.ScalarEvent) and depth + 1 > MAX_YAML_DEPTH:
+            raise _depth_error(source, event.start_mark)
+
+
+def _loader(text: str, source: str) -> yaml.SafeLoader:
+    if _CSafeLoader is None:
+        loader = _Loader(text)
+    else:
+        _check_events(text, source)
+        loader = _FastLoader(text)
+    loader.source = source
+    return loader
 
 
 def parse_yaml(text: str, source: str) -> Document:
     """Parse YAML text, recording the line of each key; duplicate keys, aliases, deep nesting and
     impossible dates are errors naming the line."""
     try:
-        loader = _Loader(text)
-        loader.source = source
+        loader = _loader(text, source)
         try:
             node = loader.get_single_node()
             lines: dict[KeyPath, int] = {}

@@ -186,3 +186,32 @@ def test_missing_config_file(config_dir):
     (config_dir / "routing.yaml").unlink()
     with pytest.raises(ConfigError, match="routing.yaml: cannot read config file"):
         load_config(config_dir, env={})
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x {b: 1}\nc: *x\n",
+    "a:\n  b: [1, 2, {c: d}]\n",
+    "k: " + "[" * 70 + "]" * 70 + "\n",
+    "d: 2026-02-30\n",
+    "d: 2026-02-03\nkey: value\n",
+    "a: 1\na: 2\n",
+    "a: [1, 2\n",
+])
+def test_the_libyaml_path_and_the_pure_python_path_agree(monkeypatch, text):
+    """The fast loader (libyaml, checked on the event stream first) accepts, refuses and reports
+    lines as the pure-Python loader that machines without libyaml use (libyaml words its own
+    syntax errors: for those the file, line and kind must agree)."""
+    from ci import schema
+    from ci.errors import ConfigError
+
+    def parsed():
+        try:
+            document = schema.parse_yaml(text, "x.yaml")
+            return ("ok", document.data, document.lines)
+        except ConfigError as error:
+            said = str(error)
+            return ("error", said.split(" malformed YAML:")[0] if "malformed YAML" in said else said)
+
+    fast = parsed()
+    monkeypatch.setattr(schema, "_CSafeLoader", None)
+    assert parsed() == fast
