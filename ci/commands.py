@@ -10,48 +10,21 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ci import (
-    build,
-    container,
-    github,
-    gpu,
-    history,
-    install,
-    publish,
-    pull,
-    registry,
-    reproduce,
-    workflows,
-)
+# Only what every command needs is imported here: each command imports its own operation, so a
+# door that pulls an image never loads the stage runner, the replay or pytest.
+from ci import github
 from ci.arch import ArchResolution, resolve_arch
-from ci.changes import Selection, changed_files, matched_filters, parse_targets
-from ci.cli import parse_stage_args
 from ci.config import Config, load_config
-from ci.durations import (
-    NO_DURATIONS,
-    Durations,
-    DurationsError,
-    read_durations,
-    read_durations_or_warn,
-    read_store,
-)
 from ci.errors import ExitCode, InfraFailure, ToolFailure, UserError
 from ci.images import check_rocm, parse_image_name
 from ci.inputs import InputProblem, check_output_dir
-from ci.partition import parse_partition
-from ci.plan import (
-    BudgetProblems,
-    build_plan,
-    load_tree,
-    normalize_durations,
-    plan_job,
-    render_plan,
-    render_plan_markdown,
-)
-from ci.routing import arches_for_event, render_route, route, route_outputs
-from ci.stage import StageOptions, container_path, partition_label, run_stage
-from ci.suites import TreeCheck, TreeScan, select
+
+if TYPE_CHECKING:
+    from ci.container import Containers
+    from ci.durations import Durations
+    from ci.suites import TreeCheck, TreeScan
 
 
 def _env() -> Mapping[str, str]:
@@ -75,6 +48,8 @@ def _in_workspace(path: str | None) -> Path | None:
 
 def _tree(config: Config, test_root: str | None = None) -> tuple[TreeScan, TreeCheck]:
     """The workspace's test tree, scanned and checked once for the whole command."""
+    from ci.plan import load_tree
+
     return load_tree(config, _workspace() / (test_root or config.suites.test_root))
 
 
@@ -82,6 +57,9 @@ def _partition_counts(config: Config, arches, stages, tree, durations: Durations
                       notes: list[str] | None = None) -> dict[tuple[str, str], int]:
     """Partition counts of every job on its arch, sized on the tree and the durations (measured
     estimates per arch, long files split by class); budget problems fail here."""
+    from ci.plan import BudgetProblems, normalize_durations, plan_job
+    from ci.suites import select
+
     scan, _ = tree
     problems: list[str] = []
     counts = {}
@@ -106,6 +84,11 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
                   changes_since: str | None = None, run_all: bool = False, continue_on_error: bool = False) -> int:
     """`invoke route`: the runner label, timeout, partition count and run/skip of every job the
     event runs (per-commit or nightly stages); written to $GITHUB_OUTPUT in Actions."""
+    from ci import workflows
+    from ci.changes import Selection, changed_files, matched_filters, parse_targets
+    from ci.durations import read_durations_or_warn
+    from ci.routing import arches_for_event, render_route, route, route_outputs
+
     config = load_config()
     github.check_files(_env(), ("GITHUB_OUTPUT",))
     if cadence not in ("per-commit", "nightly"):
@@ -143,6 +126,8 @@ def route_command(event: str, runner_arch: str | None = None, cadence: str = "pe
 
 def finish_command() -> int:
     """`invoke finish`: the workflow's last job; fails when any job failed or was cancelled."""
+    from ci import workflows
+
     code, lines = github.needs_verdict(_env().get(workflows.NEEDS_ENV, ""))
     for line in lines:
         print(line)
@@ -155,6 +140,10 @@ def plan_command(event: str | None = None, arch: str | None = None, stage: str |
     """`invoke plan`: what each stage would do, with no Docker and no GPU; the tree is scanned once.
     With --event: the per-commit stages on every pool the event routes to (--arch: that pool).
     --markdown: for a Markdown page, each job's partitions as a chart."""
+    from ci.durations import NO_DURATIONS, read_durations
+    from ci.plan import build_plan, render_plan, render_plan_markdown
+    from ci.routing import arches_for_event
+
     config = load_config()
     chosen = config.stage(stage) if stage else None  # a bad name fails before anything else is asked
     if event and not arch:
@@ -184,6 +173,9 @@ def durations_command(action: str, sources: Sequence[str] = (), store: str | Non
                       suite: str | None = None, markdown: bool = False) -> int:
     """`invoke durations update --from DIR... [--store FILE]`: merge run records into the store;
     `invoke durations report [--store FILE] [--arch A] [--suite S] [--markdown]`: drift per suite and arch."""
+    from ci import history
+    from ci.durations import DurationsError, read_store
+
     config = load_config()
     store_path = _in_workspace(store or config.durations.store_path)
     if store_path is None:
@@ -217,6 +209,13 @@ def durations_command(action: str, sources: Sequence[str] = (), store: str | Non
 
 def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Callable[[str], None]) -> int:
     """One parametrized nox session: run when `runner_arch` is this run's arch, else skip."""
+    from ci import reproduce
+    from ci.cli import parse_stage_args
+    from ci.durations import NO_DURATIONS, read_durations
+    from ci.partition import parse_partition
+    from ci.plan import build_plan, render_plan
+    from ci.stage import StageOptions, container_path, partition_label, run_stage
+
     config = load_config()
     spec = config.stage(stage)
     args = parse_stage_args(f"nox -s {spec.name.replace('-', '_')} --", posargs)
@@ -267,17 +266,23 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
 
 def pull_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
     """`invoke pull-image`: resolve (unless --image) and pull, LAN mirror first."""
+    from ci import pull
+
     _image_operation(pull.pull_image, arch, image, rocm)
     return 0
 
 
 def mirror_image_command(arch: str | None = None, image: str | None = None, rocm: str | None = None) -> int:
     """`invoke mirror-image`: pull from public, push to the LAN registry, verify the digest."""
+    from ci import publish
+
     _image_operation(publish.mirror_image, arch, image, rocm)
     return 0
 
 
 def _image_operation(operation, arch: str | None, image: str | None, rocm: str | None):
+    from ci import pull, registry
+
     config = load_config()
     image = image or _env().get("AMD_CI_IMAGE") or None
     if image:
@@ -297,12 +302,16 @@ def _today() -> dt.date:
 
 
 # --- containers -------------------------------------------------------------------------------
-def _containers(config: Config) -> container.Containers:
+def _containers(config: Config) -> Containers:
+    from ci import container, registry
+
     return container.Containers(registry.connect(config.pull.probe_timeout_s), config.container, secrets=_env())
 
 
 def _local_or_pulled(config: Config, client, arch, image: str | None) -> str:
     """The image to start: one named and present, else pulled (LAN first) as pull-image would."""
+    from ci import pull, registry
+
     if image:
         name = parse_image_name(image)
         if registry.local_image(client, name) is not None:
@@ -313,6 +322,8 @@ def _local_or_pulled(config: Config, client, arch, image: str | None) -> str:
 def start_container_command(arch: str | None = None, variant: str = "default", image: str | None = None,
                             gpu_clean: bool = True) -> int:
     """`invoke start-container`: GPU hygiene, then the CI container with everything from config."""
+    from ci import container, gpu
+
     config = load_config()
     if variant != "default" and variant not in config.container.variants:
         raise UserError(f"unknown variant {variant!r} (allowed: default, {', '.join(config.container.variants)})")
@@ -331,6 +342,8 @@ def start_container_command(arch: str | None = None, variant: str = "default", i
 def exec_command(argv: Sequence[str], arch: str | None = None) -> int:
     """`invoke exec -- CMD...`: run exactly the argv typed after `--` in the container with the CI
     env; returns its exit code."""
+    from ci import container
+
     if not argv:
         raise UserError("nothing to run: give the command after --, e.g. invoke exec -- python3 -V")
     config = load_config()
@@ -352,6 +365,8 @@ def stop_container_command() -> int:
 
 def gpu_clean_command() -> int:
     """`invoke gpu-clean`: stale containers and device holders gone, VRAM checked."""
+    from ci import gpu, registry
+
     config = load_config()
     client = None
     try:
@@ -367,6 +382,8 @@ def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = Non
     """`invoke kernel-tests`: pytest on sgl_kernel_tests with known issues for the arch, JUnit XML;
     the words after `--` go to pytest exactly as typed; in the container, the checkout is installed
     first (as a stage does)."""
+    from ci import container
+
     pytest_args = list(pytest_args)
     config = load_config()
     spec_arch = _resolve(config, arch).arch
@@ -445,6 +462,8 @@ def demo_command() -> int:
 
 def build_image_command(arch: str | None = None, rocm: str | None = None, push: bool = True) -> int:
     """`invoke build-image`: build today's nightly for the arch, push it, output its name."""
+    from ci import build, registry
+
     config = load_config()
     github.check_files(_env(), ("GITHUB_OUTPUT",))
     spec_arch = _resolve(config, arch).arch
@@ -457,10 +476,13 @@ def build_image_command(arch: str | None = None, rocm: str | None = None, push: 
 def workflows_command(check: bool = False, root: str | None = None) -> int:
     """`invoke workflows`: render .github/ from config into this toolkit (or --root); --check fails
     when the files differ."""
+    from ci import workflows
+    from ci.container import TOOLKIT
+
     config = load_config()
     if root is not None and not Path(root).is_dir():
         raise UserError(f"--root {root}: not a directory (allowed: a folder holding .github/)")
-    base = Path(root) if root is not None else container.TOOLKIT
+    base = Path(root) if root is not None else TOOLKIT
     if check:
         differ = workflows.stale(config, base)
         for path in differ:
@@ -475,6 +497,8 @@ def workflows_command(check: bool = False, root: str | None = None) -> int:
 def install_deps_command(arch: str | None = None, skip: Sequence[str] = ()) -> int:
     """`invoke install-deps`: install the checkout in the running CI container and prove the
     tests will import it; exit code 3 (infrastructure) when a step or the proof fails."""
+    from ci import container, install
+
     config = load_config()
     skip = install.check_skip(config.install, skip or ())
     containers = _containers(config)
@@ -489,7 +513,9 @@ def install_deps_command(arch: str | None = None, skip: Sequence[str] = ()) -> i
     return ExitCode.OK if result.ok else ExitCode.INFRASTRUCTURE
 
 
-def _install_in_running(config: Config, containers: container.Containers, arch, skip: Sequence[str]) -> None:
+def _install_in_running(config: Config, containers: Containers, arch, skip: Sequence[str]) -> None:
+    from ci import install
+
     running = containers.find()
     if running is None:
         raise ToolFailure(f"no container {config.container.name}: run `invoke start-container` first")

@@ -6,15 +6,6 @@ import sys
 import time
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TransferSpeedColumn,
-)
-
 
 def human_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -46,6 +37,10 @@ class BarProgress:
     """A rich progress bar, for a person at a terminal."""
 
     def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        # rich is imported only when a bar is shown: CI logs and a door that finds the image never need it.
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
         self._progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                   console=Console(file=stream or sys.stdout), transient=True)
         self._task = self._progress.add_task(label, total=None)
