@@ -425,6 +425,8 @@ class WorkflowsConfig:
     pr_test_rocm: str  # the PR workflow's image flavour unless a dispatch picks another
     nightly_test_rocm: str
     nightly_test_schedule: str  # the nightly test workflow's cron
+    reports_artifact: Annotated[str, NON_EMPTY]  # each stage job's report folder, for `--replay DIR`
+    reports_retention_days: PositiveInt
     audit_accepted: tuple[AcceptedFinding, ...] = ()
 
 

@@ -138,6 +138,15 @@ def _upload_record(config: Config, suite: str) -> dict[str, Any]:
                      "retention-days": transport.retention_days, "overwrite": True}}
 
 
+def _upload_reports(config: Config, suite: str) -> dict[str, Any]:
+    """The job's report folder, pass or fail: what `--replay DIR` needs once downloaded."""
+    wf = config.workflows
+    return {"name": "Upload the reports (for --replay)", "if": _expr("always()"), "uses": _uses(config, "upload_artifact"),
+            "with": {"name": f"{wf.reports_artifact}-{suite}-{_expr('matrix.partition')}",
+                     "path": f"{config.container.reports_dir}/", "if-no-files-found": "ignore",
+                     "retention-days": wf.reports_retention_days, "overwrite": True}}
+
+
 def _durations_job(config: Config, jobs: list[str]) -> dict[str, Any]:
     """After the stages: the newest store, plus every record of this run, saved under a run-unique
     key; then the drift report to the job summary. Advisory: never part of the verdict."""
@@ -180,6 +189,7 @@ def _stage_job(config: Config, stage: StageSpec, suite: str, needs: list[str]) -
             *_stage_store_steps(config),
             *_stage_steps(config, stage, suite, session, entry),
             _upload_record(config, suite),
+            _upload_reports(config, suite),
         ],
     }
 

@@ -279,9 +279,15 @@ def test_the_store_is_restored_before_routing_and_saved_after_the_stages(path):
     stage_jobs = [name for name in jobs if name not in ("route", "finish", "durations")]
     for name in stage_jobs:
         job = jobs[name]
-        fetch, run, stop, upload = (_step(job, n) for n in ("Fetch the store the route job planned on", "Run the stage",
-                                                            "Stop the container", "Upload what this run measured"))
-        assert fetch < run < stop < upload
+        fetch, run, stop, upload, reports = (_step(job, n) for n in (
+            "Fetch the store the route job planned on", "Run the stage", "Stop the container",
+            "Upload what this run measured", "Upload the reports (for --replay)"))
+        assert fetch < run < stop < upload < reports
+        wf = CONFIG.workflows
+        assert job["steps"][reports]["if"] == "${{ always() }}"  # a failed job is the one worth replaying
+        assert job["steps"][reports]["with"] == {
+            "name": f"{wf.reports_artifact}-{name}-${{{{ matrix.partition }}}}", "path": f"{CONFIG.container.reports_dir}/",
+            "if-no-files-found": "ignore", "retention-days": wf.reports_retention_days, "overwrite": True}
         assert job["steps"][fetch]["with"]["name"] == transport.store_artifact
         assert job["steps"][fetch]["if"] == "${{ needs.route.outputs.durations == 'true' }}"
         assert f"' --durations {store}'" in job["steps"][run]["run"]
