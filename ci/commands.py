@@ -434,15 +434,6 @@ def verdict_command(failure_class: str = "") -> int:
     return found.exit_code
 
 
-def demo_command() -> int:
-    """`nox -s demo`: the whole path end to end on loopback (see ci.demo)."""
-    from ci import (
-        demo,  # the demo's own example files and sandbox are not needed by CI runs
-    )
-
-    return demo.run_demo()
-
-
 def build_image_command(arch: str | None = None, rocm: str | None = None, push: bool = True) -> int:
     """`invoke build-image`: build today's nightly for the arch, push it, output its name."""
     config = load_config()

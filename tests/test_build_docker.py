@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ci.install import source_fingerprint
-from ci.sandbox import drop_tag
+from demo.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.images import python_image
 from tests.support.registry import start_registry

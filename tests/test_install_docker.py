@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ci import demo
 from ci.config import load_config
+from demo import run as demo
 from tests.conftest import base_env, run_door
 from tests.support.health import NO_GPU_HEALTH
 from tests.support.images import python_image

@@ -22,14 +22,15 @@ from typing import TextIO
 
 import docker.errors
 
-from ci import install, registry, replay, reproduce, sandbox
+from ci import install, registry, replay, reproduce
 from ci.arch import ArchResolution
 from ci.config import Config, load_config
 from ci.plan import build_plan, load_tree, render_plan
 from ci.stage import StageOptions, run_stage
+from demo import sandbox
 
-EXAMPLES = Path(__file__).resolve().parent / "demo_tests"
-CHECKOUT = Path(__file__).resolve().parent / "demo_checkout"  # python/ and a test-time dependency
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+CHECKOUT = Path(__file__).resolve().parent / "checkout"  # python/ and a test-time dependency
 BAKED_VERSION = "0.5.9"  # in the nightly image, as a release ships it
 CHECKOUT_VERSION = "0.5.10.dev0+demo.checkout"  # in the workspace: the change under test
 # The runner's data mount (pip's cache on it), kept between demo runs as a runner keeps its own.
