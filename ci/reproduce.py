@@ -175,7 +175,7 @@ def select(record: Record, only: Sequence[str] = (), failed: bool = False) -> tu
         picked = tuple(u for u in record.units if u.status in FAILED)
         if not picked:
             counts = ", ".join(f"{sum(u.status is o for u in record.units)} {o.value}"
-                               for o in replay.Outcome if any(u.status is o for u in record.units))
+                               for o in replay.UNIT_OUTCOMES if any(u.status is o for u in record.units))
             raise UserError(f"--failed: no unit of {record.label} failed, timed out or was flaky ({counts}); "
                             f"replay without --failed to run all {len(record.units)}")
         return picked

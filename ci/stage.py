@@ -29,7 +29,7 @@ from ci.known_issues import touching
 from ci.outcome import JUNIT_PROPERTY, JUNIT_REASON, FailureClass, Outcome, classify
 from ci.plan import StagePlan, job_chart
 from ci.report import counts, junit_xml, summary_markdown
-from ci.runner import FileResult, PlannedFile, RunPlan
+from ci.runner import FileResult, FileStatus, PlannedFile, RunPlan
 from ci.schema import MAX_CONFIG_BYTES
 from ci.secrets import scrub
 from ci.secrets import values as secret_values
@@ -199,7 +199,7 @@ def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping
     if installed is not None and not installed.ok:  # not the tests' fault: a class of its own
         infra = f"{installed.failure}; no test file ran"
     stuck = (health.stuck_gpu(config, health.engine_host(client, config))
-             if any(r.status == "timeout" for r in results) and not (infra or cancelled or lost) else None)
+             if any(r.status is FileStatus.TIMEOUT for r in results) and not (infra or cancelled or lost) else None)
     judged = classify(health.attempted(results), config.health.classify.gpu_hang_exit_codes, infrastructure=infra,
                       cancelled=cancelled, stuck_gpu=stuck, lost_container=lost)
     if runner_code not in (None, 0, 1) and judged.failure_class is FailureClass.PASSED:
@@ -308,12 +308,12 @@ def _results(workspace: Path, report_dir: Path, run_plan: RunPlan, runner_code: 
             results = results_from_text(text)
             if stopped:
                 for result in results:
-                    if result.status == "not-run" and not result.reason:
+                    if result.status is FileStatus.NOT_RUN and not result.reason:
                         result.reason = f"{stopped} before it ran to an end"
             return results
     except (UnsafePath, ValueError) as exc:
         why = f"the runner's results could not be read: {exc}"
-    return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
+    return [FileResult(f.path, f.est_time, FileStatus.NOT_RUN, reason=why) for f in run_plan.files]
 
 
 def _records(workspace: Path, path: Path) -> tuple[list, int]:

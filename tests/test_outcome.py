@@ -16,7 +16,7 @@ from ci.errors import ExitCode
 from ci.health import attempted
 from ci.outcome import JUNIT_PROPERTY, FailureClass, class_of_exit_code, classify
 from ci.report import counts, junit_xml
-from ci.runner import PlannedFile, RunPlan, run_plan
+from ci.runner import FileResult, FileStatus, PlannedFile, RunPlan, run_plan
 from ci.smoke import judge, run_smoke
 from tests.conftest import ROOT
 
@@ -78,7 +78,7 @@ def test_flaky_and_passed(tmp_path):
     ({"cancelled": "interrupted (SIGTERM)", "infrastructure": "pull failed"}, FailureClass.CANCELLED),
 ])
 def test_reasons_from_the_stage(tmp_path, reasons, expected):
-    files = [type("R", (), {"path": "slow.py", "status": "timeout", "attempts": []})()]
+    files = [FileResult("slow.py", 60, FileStatus.TIMEOUT)]
     outcome = classify(attempted(files), HANG, **reasons)
     assert outcome.failure_class is expected
     assert outcome.exit_code == {FailureClass.INFRASTRUCTURE: 3, FailureClass.CANCELLED: 130}[expected]
@@ -86,7 +86,7 @@ def test_reasons_from_the_stage(tmp_path, reasons, expected):
 
 
 def test_a_timeout_alone_is_the_tests_failure():
-    files = [type("R", (), {"path": "slow.py", "status": "timeout", "attempts": []})()]
+    files = [FileResult("slow.py", 60, FileStatus.TIMEOUT)]
     assert classify(attempted(files), HANG).failure_class is FailureClass.TEST
 
 

@@ -27,10 +27,10 @@ from ci.errors import UserError
 from ci.images import ImageName
 from ci.plan import build_plan, load_tree
 from ci.pull import PullOutcome
-from ci.replay import Commit, Outcome, RecordError
+from ci.replay import Commit, RecordError
 from ci.report import write_reports
 from ci.reproduce import Box, Verdict
-from ci.runner import FileResult, RunPlan
+from ci.runner import FileResult, FileStatus, RunPlan
 from ci.stage import partition_label, planned_files
 from tests.conftest import (
     FIXTURES,
@@ -346,14 +346,14 @@ def test_failed_picks_exactly_the_failed_timed_out_and_flaky_units_in_order(worl
     record, _ = record_of(world)
     picked = reproduce.select(record, failed=True)
     assert [u.name for u in picked] == [u.name for u in record.units if u.status.value in ("failed", "timeout", "flaky")]
-    assert {u.status for u in picked} == {Outcome.FAILED, Outcome.TIMEOUT, Outcome.FLAKY}
+    assert {u.status for u in picked} == {FileStatus.FAILED, FileStatus.TIMEOUT, FileStatus.FLAKY}
     everything = reproduce.select(record)
     assert everything == record.units
 
 
 def test_failed_with_nothing_failed_is_an_error_that_says_what_there_was(world):
     record, _ = record_of(world)
-    passed = type(record)(**{**record.__dict__, "units": tuple(u for u in record.units if u.status is Outcome.PASSED)})
+    passed = type(record)(**{**record.__dict__, "units": tuple(u for u in record.units if u.status is FileStatus.PASSED)})
     with pytest.raises(UserError, match=r"--failed: no unit of fx-a failed, timed out or was flaky \(\d+ passed\); "
                                         r"replay without --failed"):
         reproduce.select(passed, failed=True)
