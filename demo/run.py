@@ -25,6 +25,7 @@ import docker.errors
 from ci import install, registry, replay, reproduce
 from ci.arch import ArchResolution
 from ci.config import Config, load_config
+from ci.images import nightly_tag
 from ci.plan import build_plan, load_tree, render_plan
 from ci.stage import StageOptions, run_stage
 from demo import sandbox
@@ -181,8 +182,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     today = dt.datetime.now(dt.timezone.utc).date()
     shipped = load_config(env={})
     version = shipped.images.versions[0] if shipped.images.versions else DEMO_VERSION
-    tag = shipped.images.tag_format.format(version=version, rocm=shipped.images.rocm, date=today.strftime(shipped.images.date_format),
-                                           image_arch=shipped.arches["mi300"].image_arch)
+    tag = nightly_tag(shipped.images, version, shipped.images.rocm, shipped.arches["mi300"].image_arch, today)
     image = f"{shipped.images.repository}:{tag}"
     try:
         say(f"registries on loopback: LAN {lan.address}, public {public.address}")
