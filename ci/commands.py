@@ -59,8 +59,7 @@ def _env() -> Mapping[str, str]:
 
 
 def _workspace() -> Path:
-    """The SGLang checkout: $GITHUB_WORKSPACE in Actions, else the current folder."""
-    return Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+    return github.workspace(_env())
 
 
 def _resolve(config: Config, arch: str | None) -> ArchResolution:
@@ -314,8 +313,7 @@ def start_container_command(arch: str | None = None, variant: str = "default", i
                             gpu_clean: bool = True) -> int:
     """`invoke start-container`: GPU hygiene, then the CI container with everything from config."""
     config = load_config()
-    if variant != "default" and variant not in config.container.variants:
-        raise UserError(f"unknown variant {variant!r} (allowed: default, {', '.join(config.container.variants)})")
+    config.container.variant(variant)  # an unknown one is bad input before any work
     if image:
         parse_image_name(image)
     spec_arch = _resolve(config, arch).arch
@@ -384,7 +382,8 @@ def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = Non
                "PYTHONPATH": os.pathsep.join(filter(None, [str(container.TOOLKIT), _env().get("PYTHONPATH")]))}
         return subprocess.run(argv, env=env, check=False).returncode
     target = f"{config.container.workdir}/{reports}/kernel-tests.xml"
-    argv = ["python3", "-m", "pytest", "-c", "/sgl-ci/sgl_kernel_tests/pytest.ini", "/sgl-ci/sgl_kernel_tests",
+    tests_inside = f"{config.container.toolkit_target}/sgl_kernel_tests"
+    argv = ["python3", "-m", "pytest", "-c", f"{tests_inside}/pytest.ini", tests_inside,
             "-p", "ci.known_issues", "--sgl-arch", spec_arch.name,
             f"--junitxml={target}", *pytest_args]
     containers = _containers(config)

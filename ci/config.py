@@ -65,6 +65,7 @@ class Limits:
     page_size: Annotated[int, POSITIVE]
     rounds: Annotated[int, POSITIVE]
     bytes: Annotated[int, POSITIVE]
+    lines: Annotated[int, POSITIVE]
 
 
 # --- arches.yaml ---------------------------------------------------------------------------
@@ -256,6 +257,17 @@ class MountSpec:
     optional: bool = False
 
 
+# Sources a mount (or a disk rule) may name instead of a host path, resolved on the host: the
+# SGLang checkout (ci.github.workspace), this toolkit (ci.toolkit), the engine's data root.
+WORKSPACE_SOURCE = "$WORKSPACE"
+TOOLKIT_SOURCE = "$TOOLKIT"
+DOCKER_ROOT_SOURCE = "$DOCKER_ROOT"
+DEFAULT_VARIANT = "default"  # a job's container with no variant's extras
+# The arch inside the container: set by the host (ci.container), read by the known-issues plugin
+# and the thresholds (ci.known_issues, ci.thresholds) and left out of a replay's env (ci.reproduce).
+ARCH_ENV = "SGL_CI_ARCH"
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     privileged: bool = False
@@ -284,6 +296,7 @@ class StopSpec:
 
 @dataclass(frozen=True)
 class HygieneSpec:
+    kill_wait_s: SecondsOrZero  # after the SIGKILL, how long to wait for the holders to go
     rounds: Annotated[int, POSITIVE, Bound("rounds")] = 3
     interval_s: SecondsOrZero = 30.0
     term_grace_s: SecondsOrZero = 5.0
@@ -297,6 +310,7 @@ class ContainerConfig:
     name: str
     workdir: str
     exec: ExecSpec
+    hygiene: HygieneSpec
     command: tuple[str, ...] = ("sleep", "infinity")
     reports_dir: str = "ci-reports"
     user: str = "root"
@@ -315,7 +329,51 @@ class ContainerConfig:
     secret_env: tuple[str, ...] = ()
     variants: Mapping[str, VariantSpec] = field(default_factory=lambda: MappingProxyType({}))
     stop: StopSpec = StopSpec()
-    hygiene: HygieneSpec = HygieneSpec()
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return (DEFAULT_VARIANT, *self.variants)
+
+    def variant(self, name: str) -> VariantSpec:
+        """A variant's extras (the default has none); an unknown name is bad input."""
+        if name not in self.variant_names:
+            raise ConfigError(f"unknown variant {name!r} (allowed: {', '.join(self.variant_names)})")
+        return self.variants.get(name, VariantSpec())
+
+    @property
+    def base_env(self) -> dict[str, str]:
+        """The container's environment from config: the toolkit importable from its mount (the
+        runner, the known-issues plugin), then `env`."""
+        return {"PYTHONPATH": self.toolkit_target, **self.env}
+
+    @property
+    def toolkit_target(self) -> str:
+        """Where the toolkit is mounted in the container: the target of the one $TOOLKIT mount
+        (the loader checks there is exactly one, read-only)."""
+        return next(m.target for m in self.mounts if m.source == TOOLKIT_SOURCE)
+
+
+# --- runner.yaml -----------------------------------------------------------------------------
+def _regex(value: str) -> bool:
+    try:
+        re.compile(value)
+    except re.error:
+        return False
+    return True
+
+
+Regex = Annotated[str, Check(_regex, "a valid regular expression")]
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the in-container runner treats each file; it gets these as ci.runner.FileRuns."""
+
+    retryable: Regex
+    not_retryable: Regex
+    kill_wait_s: SecondsOrZero
+    output_drain_s: SecondsOrZero
+    tail_lines: Annotated[int, POSITIVE, Bound("lines")]
 
 
 # --- suites.yaml -----------------------------------------------------------------------------
@@ -713,6 +771,7 @@ class Config:
     kernels: KernelsConfig
     durations: DurationsConfig
     container: ContainerConfig
+    runner: RunnerConfig
     workflows: WorkflowsConfig
     thresholds: Mapping[str, Mapping[str, MetricBound]]
     known_issues: tuple[KnownIssue, ...]
@@ -750,6 +809,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "pull": ("pull.yaml", PullConfig),
     "stages": ("stages.yaml", Mapping[str, StageSpec]),
     "container": ("container.yaml", ContainerConfig),
+    "runner": ("runner.yaml", RunnerConfig),
     "suites": ("suites.yaml", SuitesConfig),
     "workflows": ("workflows.yaml", WorkflowsConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
@@ -789,6 +849,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         kernels=built["kernels"],
         durations=built["durations"],
         container=built["container"],
+        runner=built["runner"],
         suites=built["suites"],
         workflows=built["workflows"],
         thresholds=built["thresholds"],
@@ -873,6 +934,13 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
         if name not in SECRET_ENV:
             raise docs["container"].fail(("secret_env", index), f"{name!r} is not a secret the toolkit masks and "
                                          f"scrubs (allowed: {', '.join(SECRET_ENV)}; add new ones to ci/secrets.py)")
+    toolkit = [i for i, m in enumerate(config.container.mounts) if m.source == TOOLKIT_SOURCE]
+    if len(toolkit) != 1:
+        raise docs["container"].fail(("mounts",), f"needs exactly one mount of {TOOLKIT_SOURCE} (the runner, the known-issues "
+                                     f"plugin and the smoke test run from it), found {len(toolkit)}")
+    if not config.container.mounts[toolkit[0]].read_only:
+        raise docs["container"].fail(("mounts", toolkit[0], "read_only"), "the toolkit is mounted read-only: the host runs "
+                                     "it again after the tests")
     for name, spec in config.arches.items():
         _check_template(spec.pool.label, {"gpus": 1}, docs["arches"], ("arches", name, "pool", "label"))
     fields = {"gfx": "gfx942", "rocm": "rocm700", "version": "v0.0.0", "image_arch": "mi30x"}
@@ -941,7 +1009,7 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
 
 def _check_stages(config: Config, doc: Document, suites_doc: Document, allowed: str) -> None:
     seen: dict[str, str] = {}
-    variants = {"default", *(config.container.variants if config.container else ())}
+    variants = set(config.container.variant_names)
     for name, stage in config.stages.items():
         for needed in stage.needs:
             if needed not in config.stages or needed == name:
@@ -1100,7 +1168,7 @@ def _check_install(install: InstallConfig, doc: Document) -> None:
 
 
 HEALTH_TOOLS = ("amd-smi", "rocm-smi", "nvidia-smi")
-SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s")
+SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s", "toolkit")
 
 
 def _check_health(health: HealthConfig, doc: Document) -> None:
@@ -1115,8 +1183,8 @@ def _check_health(health: HealthConfig, doc: Document) -> None:
                 raise doc.fail(("smoke", "argv", index), f"unknown placeholder {{{name}}} (allowed: "
                                                          f"{', '.join('{' + p + '}' for p in SMOKE_PLACEHOLDERS)})")
     for index, rule in enumerate(health.disk):
-        if not (rule.path in ("$DOCKER_ROOT", "$WORKSPACE") or rule.path.startswith("/")):
-            raise doc.fail(("disk", index, "path"), f"{rule.path!r}: $DOCKER_ROOT, $WORKSPACE or an absolute path")
+        if not (rule.path in (DOCKER_ROOT_SOURCE, WORKSPACE_SOURCE) or rule.path.startswith("/")):
+            raise doc.fail(("disk", index, "path"), f"{rule.path!r}: {DOCKER_ROOT_SOURCE}, {WORKSPACE_SOURCE} or an absolute path")
     for index, endpoint in enumerate(health.endpoints):
         if not re.match(r"^https?://[^/\s]+", endpoint.url):
             raise doc.fail(("endpoints", index, "url"), f"{endpoint.url!r} is not an http(s) URL")

@@ -41,7 +41,7 @@ from typing import Any
 import requests
 
 from ci import github
-from ci.config import EMPTY, ArchSpec, BoundValue, Config, KnownIssue, ReplayConfig
+from ci.config import ARCH_ENV, EMPTY, ArchSpec, BoundValue, Config, KnownIssue, ReplayConfig
 from ci.container import TOOLKIT
 from ci.errors import UserError
 from ci.images import parse_image_name
@@ -199,7 +199,7 @@ def test_env(config: Config, arch: ArchSpec, env: Mapping[str, str]) -> dict[str
     the arch's), without any secret: not by name, not by value."""
     secret = secret_names(config)
     hidden = {env[name] for name in secret if env.get(name)}
-    merged = {**config.container.env, **config.container.exec.env, **arch.env, "SGL_CI_ARCH": arch.name}
+    merged = {**config.container.base_env, **config.container.exec.env, **arch.env, ARCH_ENV: arch.name}
     return {k: v for k, v in sorted(merged.items()) if k not in secret and v not in hidden}
 
 

@@ -28,16 +28,10 @@ from ci import procs
 from ci.procs import descendants
 from ci.secrets import patterns, scrub, values
 
-# Output that says a retry may pass (noisy numbers, slow machines)...
-RETRYABLE = re.compile(r"accuracy|score|latency|throughput|ttft|timed? ?out|TimeoutError", re.IGNORECASE)
-# ...and output that says it will not (a crash is a crash).
-NOT_RETRYABLE = re.compile(r"RuntimeError|out of memory|OutOfMemory|\bOOM\b|Segmentation fault|SIGSEGV|core dumped|"
-                           r"HIP error|CUDA error|ImportError|ModuleNotFoundError|SyntaxError")
 # How the known-issues plugin (ci.known_issues.describe) starts every skip and xfail reason.
 KNOWN_ISSUE_REASON = "known issue on "
 # The line that says what went wrong, for the summary ("AssertionError: throughput 812 < 900").
 ERROR_LINE = re.compile(r"^(?:E\s+)?\w*(?:Error|Exception|Failure)\b:? .*$", re.MULTILINE)
-TAIL_LINES = 200
 
 
 class FileStatus(str, Enum):
@@ -62,6 +56,17 @@ UNRUN = (FileStatus.NOT_RUN, FileStatus.DISABLED)
 
 
 @dataclass(frozen=True)
+class FileRuns:
+    """How each file is treated (config/runner.yaml, passed in plan.json: the runner reads no config)."""
+
+    retryable: str  # a regex (case-insensitive): output that says a retry may pass
+    not_retryable: str  # a regex (case as written): output that says it will not; wins
+    kill_wait_s: float  # after the SIGKILL to a timed-out tree
+    output_drain_s: float  # reading a finished file's leftover output
+    tail_lines: int  # output lines kept for the failure reason
+
+
+@dataclass(frozen=True)
 class PlannedFile:
     path: str  # a file under the test root, or a command's name
     est_time: float
@@ -81,6 +86,7 @@ class RunPlan:
     files: tuple[PlannedFile, ...]
     per_file_timeout_s: float
     stage_timeout_s: float
+    runs: FileRuns
     retries: int = 0
     continue_on_error: bool = False
     python: str = sys.executable
@@ -90,6 +96,7 @@ class RunPlan:
     @staticmethod
     def load(path: Path) -> RunPlan:
         data = json.loads(path.read_text())
+        data["runs"] = FileRuns(**data["runs"])
         data["files"] = tuple(PlannedFile(**{**f, "argv": tuple(f.get("argv", ())), "selectors": tuple(f.get("selectors", ()))})
                               for f in data["files"])
         return RunPlan(**data)
@@ -130,19 +137,9 @@ class FileResult:
         return sum(a.seconds for a in self.attempts)
 
 
-def kill_tree(process: subprocess.Popen, grace_s: float) -> None:
-    """TERM the process group and every descendant, then KILL what is left."""
-    tree = descendants(process.pid) | {process.pid}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        tree |= descendants(process.pid)
-        for pid in tree:
-            procs.send(pid, sig)
-        if not procs.wait_gone(tree, grace_s if sig == signal.SIGTERM else 5):
-            break
+def kill_tree(process: subprocess.Popen, grace_s: float, kill_wait_s: float) -> None:
+    """TERM the process group and every descendant, then KILL what is left (procs.stop)."""
+    procs.stop({process.pid}, grace_s, kill_wait_s, group=process.pid, rescan=lambda: descendants(process.pid))
 
 
 def known_issue_skips(junit: Path) -> tuple[int, int]:
@@ -192,7 +189,7 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
     stdout = process.stdout
     if stdout is None:  # stdout=PIPE: Popen always opens it
         raise RuntimeError(f"no output pipe from {argv[0]}")
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    tail: deque[str] = deque(maxlen=plan.runs.tail_lines)
     hidden = patterns(values(os.environ))
 
     def pump() -> None:
@@ -209,12 +206,12 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
         code = process.wait(timeout=max(timeout_s, 0.01))
         timed_out = False
     except subprocess.TimeoutExpired:
-        kill_tree(process, plan.kill_grace_s)
+        kill_tree(process, plan.kill_grace_s, plan.runs.kill_wait_s)
         code = process.wait()
         timed_out = True
     seconds = time.monotonic() - started
     # Children that escaped the group may hold the pipe: take what came, do not wait for them.
-    reader.join(timeout=2)
+    reader.join(timeout=plan.runs.output_drain_s)
     if not timed_out:
         try:  # a server the file started and left running in its group goes with it
             os.killpg(process.pid, signal.SIGKILL)
@@ -228,11 +225,11 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
     else:
         tests, failures = _own_report(file.style, output, junit)
     if code != 0:
-        crash = NOT_RETRYABLE.search(output)
+        crash = re.search(plan.runs.not_retryable, output)
         errors = ERROR_LINE.findall(output)
         why = f"exit code {code}" + (f": {errors[-1].strip()[:200]}" if errors else f" ({crash.group(0)})" if crash else "")
         return Attempt(code, seconds, FileStatus.FAILED, why,
-                       retryable=not crash and bool(RETRYABLE.search(output)), tests=tests, failures=failures)
+                       retryable=not crash and bool(re.search(plan.runs.retryable, output, re.IGNORECASE)), tests=tests, failures=failures)
     if file.style == "command":
         return Attempt(code, seconds, FileStatus.PASSED)
     if failures:

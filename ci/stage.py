@@ -29,7 +29,7 @@ from ci.known_issues import touching
 from ci.outcome import JUNIT_PROPERTY, JUNIT_REASON, FailureClass, Outcome, classify
 from ci.plan import StagePlan, job_chart
 from ci.report import counts, junit_xml, summary_markdown
-from ci.runner import FileResult, FileStatus, PlannedFile, RunPlan
+from ci.runner import FileResult, FileRuns, FileStatus, PlannedFile, RunPlan
 from ci.schema import MAX_CONFIG_BYTES
 from ci.secrets import scrub
 from ci.secrets import values as secret_values
@@ -81,6 +81,11 @@ def variant_of(plan: StagePlan) -> str:
     return variants[0]
 
 
+def file_runs(config: Config) -> FileRuns:
+    """config/runner.yaml as the runner gets it in plan.json (it reads no config itself)."""
+    return FileRuns(**asdict(config.runner))
+
+
 def container_path(workspace: Path, host_path: Path, workdir: str) -> str:
     """Where a path under the workspace appears in the container (the workspace is mounted at workdir)."""
     try:
@@ -111,6 +116,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         python="python3",
         arch=arch.name,
         kill_grace_s=plan.stage.kill_grace_s,
+        runs=file_runs(config),
     )
     write_under(options.workspace, report_dir / "plan.json", json.dumps(asdict(run_plan), indent=1))
     (report_dir / "results.json").unlink(missing_ok=True)
@@ -257,7 +263,7 @@ def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageO
         gpus = health.job_gpus(plan)
         if installed.ok and gpus >= config.health.smoke.min_gpus:
             with github.group("collective smoke test", env, out):
-                smoked = run_smoke(containers, config.health.smoke, gpus, exec_env(config.container, arch), out)
+                smoked = run_smoke(containers, config.health.smoke, gpus, config.container.toolkit_target, exec_env(config.container, arch), out)
                 print(f"smoke test: {smoked.reason}", file=out, flush=True)
         if installed.ok and (smoked is None or smoked.ok):
             watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)

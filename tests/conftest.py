@@ -4,6 +4,7 @@ rather than skipping."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -168,3 +169,13 @@ def docker():
 
 
 pytest_plugins = ["pytester"]
+
+
+@functools.cache
+def file_runs():
+    """config/runner.yaml as a stage passes it to the runner (ci.stage.file_runs), for tests that run
+    ci.runner directly."""
+    from ci.config import load_config
+    from ci.stage import file_runs as from_config
+
+    return from_config(load_config(CONFIG, env={}))

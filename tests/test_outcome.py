@@ -18,7 +18,7 @@ from ci.outcome import JUNIT_PROPERTY, FailureClass, class_of_exit_code, classif
 from ci.report import counts, junit_xml
 from ci.runner import FileResult, FileStatus, PlannedFile, RunPlan, run_plan
 from ci.smoke import judge, run_smoke
-from tests.conftest import ROOT
+from tests.conftest import ROOT, file_runs
 
 CONFIG = load_config(env={})
 HANG = CONFIG.health.classify.gpu_hang_exit_codes
@@ -42,7 +42,7 @@ def run_files(tmp_path, names):
     root.mkdir()
     for name in names:
         (root / name).write_text(FILES[name])
-    plan = RunPlan("stage", str(root), str(tmp_path / "reports"), tuple(PlannedFile(n, 1.0) for n in names), 60, 600,
+    plan = RunPlan("stage", str(root), str(tmp_path / "reports"), tuple(PlannedFile(n, 1.0) for n in names), 60, 600, file_runs(),
                    retries=1, continue_on_error=True, python=sys.executable)
     return run_plan(plan, out=open("/dev/null", "w"))
 
@@ -103,7 +103,7 @@ class LocalExec:
         import subprocess
 
         from ci.container import ExecOutcome
-        argv = [sys.executable if a == "python3" else a.replace("/sgl-ci", str(ROOT)) for a in argv]
+        argv = [sys.executable if a == "python3" else a for a in argv]
         process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
@@ -123,7 +123,7 @@ def test_smoke_test_all_reduce_on_the_cpu_stand_in(tmp_path):
     stage's (argv from config, the exec path, the timeout, each rank's line)."""
     pytest.importorskip("torch", reason="torch (CPU build) is a test extra")
     spec = CONFIG.health.smoke.__class__(**{**CONFIG.health.smoke.__dict__, "workdir": str(tmp_path), "timeout_s": 120})
-    result = run_smoke(LocalExec(), spec, 2, {}, backend="gloo")
+    result = run_smoke(LocalExec(), spec, 2, str(ROOT), {}, backend="gloo")  # the toolkit here is this checkout
     assert result.ok, result.reason
     assert [r["rank"] for r in result.ranks] == [0, 1] and all(r["sum"] == 3.0 for r in result.ranks)
     assert result.reason.startswith("all-reduce across 2 rank(s) (gloo) gave the exact sum")

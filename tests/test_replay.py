@@ -31,7 +31,7 @@ from ci.replay import Commit, RecordError
 from ci.report import write_reports
 from ci.reproduce import Box, Verdict
 from ci.runner import FileResult, FileStatus, RunPlan
-from ci.stage import partition_label, planned_files
+from ci.stage import file_runs, partition_label, planned_files
 from tests.conftest import (
     FIXTURES,
     ROOT,
@@ -100,7 +100,7 @@ def runner_plan(world, plan, retries=2, continue_on_error=True) -> RunPlan:
     return RunPlan(stage=partition_label(plan), test_root="/sglang-checkout/test/registered",
                    report_dir="/sglang-checkout/ci-reports/x", files=planned_files(config, plan, workspace),
                    per_file_timeout_s=max(j.per_file_timeout_s for j in plan.jobs),
-                   stage_timeout_s=plan.timeout_minutes * 60, retries=retries, continue_on_error=continue_on_error,
+                   stage_timeout_s=plan.timeout_minutes * 60, runs=file_runs(config), retries=retries, continue_on_error=continue_on_error,
                    python="python3", arch="mi300", kill_grace_s=plan.stage.kill_grace_s)
 
 
