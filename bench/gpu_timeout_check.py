@@ -46,7 +46,7 @@ def main() -> int:
     (root / "test_gpu_hog.py").write_text(HOG)
     timeout = float(os.environ.get("HOG_TIMEOUT_S", "25"))
     plan = RunPlan("gpu-check", str(root), str(root / "reports"), (PlannedFile("test_gpu_hog.py", 1),), timeout, 600,
-                   file_runs(load_config(env={})))
+                   file_runs(load_config(env={})), 1.0)
     before = used_mib()
     samples: list[tuple[float, int]] = []
     log = io.StringIO()

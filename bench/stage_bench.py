@@ -41,7 +41,7 @@ def overhead(runs: int, count: int) -> None:
     names = [f"test_{i:02}.py" for i in range(count)]
     for name in names:
         (root / name).write_text(WORK)
-    plan = RunPlan("bench", str(root), str(root / "reports"), tuple(PlannedFile(n, 1) for n in names), 60, 3600, RUNS)
+    plan = RunPlan("bench", str(root), str(root / "reports"), tuple(PlannedFile(n, 1) for n in names), 60, 3600, RUNS, 1.0)
     direct, ours = [], []
     for _ in range(runs):
         started = time.monotonic()
@@ -62,7 +62,7 @@ def kill_latency(runs: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="stage-bench-kill-"))
     (root / "forker.py").write_text(FORKER)
     timeout = 1.0
-    plan = RunPlan("bench", str(root), str(root / "reports"), (PlannedFile("forker.py", 1),), timeout, 3600, RUNS)
+    plan = RunPlan("bench", str(root), str(root / "reports"), (PlannedFile("forker.py", 1),), timeout, 3600, RUNS, 1.0)
     latencies = []
     for _ in range(runs):
         started = time.monotonic()

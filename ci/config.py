@@ -89,10 +89,10 @@ class ArchSpec:
     name: str = ""  # filled from the mapping key by the loader
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class Detection:
     runner_name_pattern: str
-    tool_timeout_s: Seconds = 20.0
+    tool_timeout_s: Seconds
 
 
 @dataclass(frozen=True)
@@ -123,16 +123,16 @@ class BuildConfig:
     args: Mapping[str, str] = field(default_factory=lambda: EMPTY)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class Discovery:
     """Finding the newest nightly with no version in config: the registry's tag list at pull time,
     the checkout's remote tags (git ls-remote) for the version of an image being built."""
 
-    timeout_s: Seconds = 15.0  # connect and read timeout of each HTTP request (token, each page)
-    page_size: Annotated[int, POSITIVE, Bound("page_size")] = 1000  # ?n= of the tag list; further pages follow the Link header
-    max_pages: Annotated[int, POSITIVE, Bound("pages")] = 100  # a longer Link chain is an error, not a loop
+    timeout_s: Seconds  # connect and read timeout of each HTTP request (token, each page)
+    page_size: Annotated[int, POSITIVE, Bound("page_size")]  # ?n= of the tag list; further pages follow the Link header
+    max_pages: Annotated[int, POSITIVE, Bound("pages")]  # a longer Link chain is an error, not a loop
     git_remote: str = "origin"
-    git_timeout_s: Seconds = 30.0
+    git_timeout_s: Seconds
 
 
 @dataclass(frozen=True)
@@ -141,13 +141,13 @@ class ImageConfig:
     rocm: str
     rocm_versions: Annotated[tuple[str, ...], NON_EMPTY]
     lookback_days: Annotated[int, POSITIVE, Bound("days")]
+    discovery: Discovery
+    tag_format: str  # the nightly's tag: images.yaml is its one home (ci.images.nightly_tag writes it)
+    date_format: str
     versions: tuple[str, ...] = ()  # an override, newest first; empty: discovered
     registries: Registries = Registries()
-    tag_format: str = "{version}-{rocm}-{image_arch}-{date}"
-    date_format: str = "%Y%m%d"
     preview_suffix: str = "-preview"
     use_preview: bool = False
-    discovery: Discovery = Discovery()
     build: BuildConfig = BuildConfig()
 
 
@@ -280,29 +280,31 @@ class VariantSpec:
     mounts: tuple[MountSpec, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class ExecSpec:
     workdir: str
+    offline_retry: bool
+    no_retry_exit_codes: tuple[int, ...]
+    exit_code_wait_s: SecondsOrZero  # the output can end a moment before the engine records the exit code
+    exit_code_poll_s: Annotated[float, POSITIVE, Bound("seconds")]
     env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
-    offline_retry: bool = True
-    no_retry_exit_codes: tuple[int, ...] = (0, 1, 137, 255)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class StopSpec:
-    sigint_grace_s: SecondsOrZero = 10.0
-    stop_timeout_s: SecondsOrZero = 60.0
+    sigint_grace_s: SecondsOrZero
+    stop_timeout_s: SecondsOrZero
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class HygieneSpec:
     kill_wait_s: SecondsOrZero  # after the SIGKILL, how long to wait for the holders to go
-    rounds: Annotated[int, POSITIVE, Bound("rounds")] = 3
-    interval_s: SecondsOrZero = 30.0
-    term_grace_s: SecondsOrZero = 5.0
-    vram_threshold_pct: Annotated[float, NON_NEGATIVE, at_most(100)] = 6.0
+    rounds: Annotated[int, POSITIVE, Bound("rounds")]
+    interval_s: SecondsOrZero
+    term_grace_s: SecondsOrZero
+    vram_threshold_pct: Annotated[float, NON_NEGATIVE, at_most(100)]
     device_globs: tuple[str, ...] = ("/dev/kfd", "/dev/dri/renderD*")
-    tool_timeout_s: Seconds = 30.0
+    tool_timeout_s: Seconds
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,7 @@ class ContainerConfig:
     workdir: str
     exec: ExecSpec
     hygiene: HygieneSpec
+    stop: StopSpec
     command: tuple[str, ...] = ("sleep", "infinity")
     reports_dir: str = "ci-reports"
     user: str = "root"
@@ -328,7 +331,6 @@ class ContainerConfig:
     env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
     secret_env: tuple[str, ...] = ()
     variants: Mapping[str, VariantSpec] = field(default_factory=lambda: MappingProxyType({}))
-    stop: StopSpec = StopSpec()
 
     @property
     def variant_names(self) -> tuple[str, ...]:
@@ -624,13 +626,13 @@ class KernelBuild:
     image_label: str = "sgl-ci.kernel-sources"  # the label `invoke build-image` stamps with their fingerprint
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class Pin:
     distribution: str  # what the image has installed (pip's name)
     dockerfile: str  # in the checkout
     stage: str  # the Dockerfile stage whose ARG pins it, with {gfx} and {stage_suffix}
     arg: str
-    lookahead_lines: PositiveInt = 20  # the ARG is looked for this many lines below the stage's FROM
+    lookahead_lines: PositiveInt  # the ARG is looked for this many lines below the stage's FROM
     keep_pattern: str | None = None  # image versions kept whatever the pin says (dev builds)
     override_env: str | None = None  # a host env variable that forces this version
 
@@ -674,7 +676,7 @@ class Proof:
     version_pattern: str = '__version__ = "([^"]+)"'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class InstallConfig:
     proof: Proof
     flavors: Annotated[Mapping[str, Flavor], NON_EMPTY]
@@ -683,9 +685,9 @@ class InstallConfig:
     network_errors: Annotated[tuple[str, ...], NON_EMPTY]
     steps: Annotated[tuple[InstallStep, ...], NON_EMPTY]
     python: str = "python3"
-    probe_timeout_s: PositiveFloat = 120.0
-    host_tool_timeout_s: PositiveFloat = 30.0
-    output_tail_lines: PositiveInt = 200
+    probe_timeout_s: PositiveFloat
+    host_tool_timeout_s: PositiveFloat
+    output_tail_lines: PositiveInt
 
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]

@@ -303,12 +303,11 @@ class Containers:
                 if timer is not None:
                     timer.cancel()
                 scrubbed.close()
-        info: Mapping[str, Any] = {}
-        for _ in range(50):  # the stream can end a moment before the exit code is recorded
+        info: Mapping[str, Any] = api.exec_inspect(exec_id)
+        recorded_by = time.monotonic() + self.config.exec.exit_code_wait_s
+        while info.get("Running") and time.monotonic() < recorded_by:  # the stream can end before the code is recorded
+            time.sleep(self.config.exec.exit_code_poll_s)
             info = api.exec_inspect(exec_id)
-            if not info.get("Running"):
-                break
-            time.sleep(0.1)
         return ExecOutcome(exit_code_of(info, argv, container.name), expired.is_set())
 
     def _interrupt_exec(self, exec_id: str, whole_tree: bool = False) -> None:

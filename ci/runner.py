@@ -87,11 +87,11 @@ class RunPlan:
     per_file_timeout_s: float
     stage_timeout_s: float
     runs: FileRuns
+    kill_grace_s: float  # SIGTERM to a timed-out tree, then SIGKILL (config: stages.yaml)
     retries: int = 0
     continue_on_error: bool = False
     python: str = sys.executable
     arch: str | None = None  # pytest runs load the known-issues plugin for this arch
-    kill_grace_s: float = 1.0  # SIGTERM to a timed-out tree, then SIGKILL (config: stages.yaml)
 
     @staticmethod
     def load(path: Path) -> RunPlan:

@@ -171,6 +171,9 @@ def docker():
 pytest_plugins = ["pytester"]
 
 
+KILL_GRACE_S = 1.0  # the runner tests' stage setting (stages.yaml kill_grace_s): a second, as the fixture stages have
+
+
 @functools.cache
 def file_runs():
     """config/runner.yaml as a stage passes it to the runner (ci.stage.file_runs), for tests that run

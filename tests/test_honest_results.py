@@ -13,7 +13,7 @@ import pytest
 from ci.config import load_config
 from ci.pull import Puller
 from ci.runner import PlannedFile, RunPlan, run_plan
-from tests.conftest import ROOT, file_runs
+from tests.conftest import KILL_GRACE_S, ROOT, file_runs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,7 +38,7 @@ def plan(tmp_path, files):
     for name, text in files.items():
         (root / name).write_text(text)
     return RunPlan("s", str(root), str(tmp_path / "reports"),
-                   tuple(PlannedFile(name, 1, "pytest") for name in files), 60, 120, file_runs(), python=sys.executable,
+                   tuple(PlannedFile(name, 1, "pytest") for name in files), 60, 120, file_runs(), KILL_GRACE_S, python=sys.executable,
                    arch="mi300")
 
 

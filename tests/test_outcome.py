@@ -18,7 +18,7 @@ from ci.outcome import JUNIT_PROPERTY, FailureClass, class_of_exit_code, classif
 from ci.report import counts, junit_xml
 from ci.runner import FileResult, FileStatus, PlannedFile, RunPlan, run_plan
 from ci.smoke import judge, run_smoke
-from tests.conftest import ROOT, file_runs
+from tests.conftest import KILL_GRACE_S, ROOT, file_runs
 
 CONFIG = load_config(env={})
 HANG = CONFIG.health.classify.gpu_hang_exit_codes
@@ -42,7 +42,7 @@ def run_files(tmp_path, names):
     root.mkdir()
     for name in names:
         (root / name).write_text(FILES[name])
-    plan = RunPlan("stage", str(root), str(tmp_path / "reports"), tuple(PlannedFile(n, 1.0) for n in names), 60, 600, file_runs(),
+    plan = RunPlan("stage", str(root), str(tmp_path / "reports"), tuple(PlannedFile(n, 1.0) for n in names), 60, 600, file_runs(), KILL_GRACE_S,
                    retries=1, continue_on_error=True, python=sys.executable)
     return run_plan(plan, out=open("/dev/null", "w"))
 

@@ -21,7 +21,7 @@ from ci.container import Containers, HostView, build_spec, exit_code_of
 from ci.errors import ExitCodeUnknown
 from ci.pull import Puller
 from ci.runner import PlannedFile, RunPlan, run_plan
-from tests.conftest import base_env, file_runs, run_door
+from tests.conftest import KILL_GRACE_S, base_env, file_runs, run_door
 
 CONFIG = load_config(env={})
 CANARY = "hf_Cän+/9d2e1f0a7b6c5d4e"  # non-ASCII: its JSON-escaped form differs
@@ -179,7 +179,7 @@ def test_the_runner_scrubs_what_a_test_prints(tmp_path, monkeypatch):
     root = tmp_path / "tests"
     root.mkdir()
     (root / "test_leak.py").write_text(leak)
-    plan = RunPlan("s", str(root), str(tmp_path / "reports"), (PlannedFile("test_leak.py", 1),), 30, 60, file_runs(), python=sys.executable)
+    plan = RunPlan("s", str(root), str(tmp_path / "reports"), (PlannedFile("test_leak.py", 1),), 30, 60, file_runs(), KILL_GRACE_S, python=sys.executable)
     out = io.StringIO()
     results = run_plan(plan, out)
     written = "".join(p.read_text() for p in (tmp_path / "reports").rglob("*") if p.is_file())
