@@ -190,6 +190,8 @@ class Containers:
     config: ContainerConfig
     out: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # host env: secret_env values for each exec
+    clock: Callable[[], float] = time.monotonic  # the waits for an exec's exit code (tests pass their own)
+    sleep: Callable[[float], None] = time.sleep
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -304,9 +306,9 @@ class Containers:
                     timer.cancel()
                 scrubbed.close()
         info: Mapping[str, Any] = api.exec_inspect(exec_id)
-        recorded_by = time.monotonic() + self.config.exec.exit_code_wait_s
-        while info.get("Running") and time.monotonic() < recorded_by:  # the stream can end before the code is recorded
-            time.sleep(self.config.exec.exit_code_poll_s)
+        recorded_by = self.clock() + self.config.exec.exit_code_wait_s
+        while info.get("Running") and self.clock() < recorded_by:  # the stream can end before the code is recorded
+            self.sleep(self.config.exec.exit_code_poll_s)
             info = api.exec_inspect(exec_id)
         return ExecOutcome(exit_code_of(info, argv, container.name), expired.is_set())
 
