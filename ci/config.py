@@ -303,34 +303,37 @@ class HygieneSpec:
     interval_s: SecondsOrZero
     term_grace_s: SecondsOrZero
     vram_threshold_pct: Annotated[float, NON_NEGATIVE, at_most(100)]
-    device_globs: tuple[str, ...] = ("/dev/kfd", "/dev/dri/renderD*")
+    device_globs: tuple[str, ...]
     tool_timeout_s: Seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContainerConfig:
+    """config/container.yaml: every key is the file's (none has a default here, so the code never
+    holds a second copy of a flag, a size or a limit)."""
+
     name: str
     workdir: str
     exec: ExecSpec
     hygiene: HygieneSpec
     stop: StopSpec
-    command: tuple[str, ...] = ("sleep", "infinity")
-    reports_dir: str = "ci-reports"
-    user: str = "root"
-    network: str = "host"
-    init: bool = True
-    shm_size: str = "32g"
-    group_add: tuple[str, ...] = ()
-    cap_add: tuple[str, ...] = ()
-    security_opt: tuple[str, ...] = ()
-    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
-    devices: tuple[DeviceSpec, ...] = ()
-    render_devices_file: str | None = None
-    render_devices_fallback: DeviceSpec | None = None
-    mounts: tuple[MountSpec, ...] = ()
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
-    secret_env: tuple[str, ...] = ()
-    variants: Mapping[str, VariantSpec] = field(default_factory=lambda: MappingProxyType({}))
+    command: tuple[str, ...]
+    reports_dir: str
+    user: str
+    network: str
+    init: bool
+    shm_size: str
+    group_add: tuple[str, ...]
+    cap_add: tuple[str, ...]
+    security_opt: tuple[str, ...]
+    ulimits: Mapping[str, tuple[int, int]]
+    devices: tuple[DeviceSpec, ...]
+    render_devices_file: str | None
+    render_devices_fallback: DeviceSpec | None
+    mounts: tuple[MountSpec, ...]
+    env: Mapping[str, str] = field(repr=False)
+    secret_env: tuple[str, ...]
+    variants: Mapping[str, VariantSpec]
 
     @property
     def variant_names(self) -> tuple[str, ...]:
