@@ -112,15 +112,15 @@ class RoutingConfig:
 # --- images.yaml ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Registries:
-    public: str = "docker.io"
-    lan: str | None = None
+    public: str
+    lan: str | None = None  # absent from shipped config: LOCAL_DOCKER_REGISTRY (or an override) names the mirror
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    dockerfile: str = "docker/rocm.Dockerfile"
-    context: str = "."
-    args: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    dockerfile: str
+    context: str
+    args: Mapping[str, str]
 
 
 @dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
@@ -135,8 +135,10 @@ class Discovery:
     git_timeout_s: Seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageConfig:
+    """config/images.yaml: every key but the optional `versions` override is the file's."""
+
     repository: str
     rocm: str
     rocm_versions: Annotated[tuple[str, ...], NON_EMPTY]
@@ -144,11 +146,11 @@ class ImageConfig:
     discovery: Discovery
     tag_format: str  # the nightly's tag: images.yaml is its one home (ci.images.nightly_tag writes it)
     date_format: str
+    registries: Registries
+    preview_suffix: str
+    use_preview: bool
+    build: BuildConfig
     versions: tuple[str, ...] = ()  # an override, newest first; empty: discovered
-    registries: Registries = Registries()
-    preview_suffix: str = "-preview"
-    use_preview: bool = False
-    build: BuildConfig = BuildConfig()
 
 
 # --- pull.yaml -----------------------------------------------------------------------------
