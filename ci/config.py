@@ -627,8 +627,8 @@ Command = Union[Annotated[tuple[str, ...], NON_EMPTY], CommandSpec]  # an argv l
 @dataclass(frozen=True)
 class KernelBuild:
     sources: Annotated[tuple[str, ...], NON_EMPTY]  # paths in the checkout whose content the image records
+    image_label: str  # the label `invoke build-image` stamps with their fingerprint (install.yaml is its home)
     when: Literal["changed", "always", "never"] = "changed"
-    image_label: str = "sgl-ci.kernel-sources"  # the label `invoke build-image` stamps with their fingerprint
 
 
 @dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
