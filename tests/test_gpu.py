@@ -80,8 +80,10 @@ def start_holder(path, kind):
 
 
 def hygiene_config(fake_kfd, rounds=3):
+    """The tests' own hygiene numbers (the 6 % bound the assertions name; fast graces), not the shipped ones."""
     return dataclasses.replace(CONFIG.container, name="ci_sglang_gpu_test", hygiene=dataclasses.replace(
-        CONFIG.container.hygiene, device_globs=(str(fake_kfd),), term_grace_s=1, rounds=rounds, interval_s=0))
+        CONFIG.container.hygiene, device_globs=(str(fake_kfd),), term_grace_s=1, kill_wait_s=5, rounds=rounds, interval_s=0,
+        vram_threshold_pct=6))
 
 
 def readings(*names):
