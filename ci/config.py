@@ -941,6 +941,11 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
         if name not in SECRET_ENV:
             raise docs["container"].fail(("secret_env", index), f"{name!r} is not a secret the toolkit masks and "
                                          f"scrubs (allowed: {', '.join(SECRET_ENV)}; add new ones to ci/secrets.py)")
+    workspace = [m for m in config.container.mounts if m.source == WORKSPACE_SOURCE]
+    if [m.target for m in workspace] != [config.container.workdir]:
+        raise docs["container"].fail(("mounts",), f"needs exactly one mount of {WORKSPACE_SOURCE}, at workdir "
+                                     f"{config.container.workdir} (where every path under the workspace is found inside), "
+                                     f"found {', '.join(m.target for m in workspace) or 'none'}")
     toolkit = [i for i, m in enumerate(config.container.mounts) if m.source == TOOLKIT_SOURCE]
     if len(toolkit) != 1:
         raise docs["container"].fail(("mounts",), f"needs exactly one mount of {TOOLKIT_SOURCE} (the runner, the known-issues "
