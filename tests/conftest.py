@@ -85,6 +85,20 @@ def small_config(tmp_path_factory):
     return load_config(make_small_config_dir(tmp_path_factory.mktemp("small") / "config"), env={})
 
 
+@pytest.fixture
+def fake_kfd(tmp_path):
+    """A character device node of our own (same numbers as /dev/null), standing in for /dev/kfd:
+    what GPU hygiene and the preflight look for holders of, on a box with no GPU."""
+    node = tmp_path / "kfd"
+    try:
+        os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))
+    except PermissionError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mknod needs root under CI=true")
+        pytest.skip("mknod needs root")
+    return node
+
+
 def write_tree(root: Path, files: dict[str, str]) -> Path:
     """Write test files (path under root -> text); returns root."""
     for name, text in files.items():

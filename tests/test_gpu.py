@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import subprocess
 import sys
 
@@ -48,19 +47,6 @@ def test_read_vram_asks_rocm_smi_then_nvidia_smi():
 
     tool, readings = read_vram(5, run)
     assert asked == ["rocm-smi", "nvidia-smi"] and tool == "nvidia-smi" and len(readings) == 1
-
-
-@pytest.fixture
-def fake_kfd(tmp_path):
-    """A character device node of our own (same numbers as /dev/null), standing in for /dev/kfd."""
-    node = tmp_path / "kfd"
-    try:
-        os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))
-    except PermissionError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mknod needs root under CI=true")
-        pytest.skip("mknod needs root")
-    return node
 
 
 HOLDER = """
