@@ -738,8 +738,9 @@ class SmokeTest:
     min_gpus: PositiveInt  # jobs with at least this many GPUs run it
     timeout_s: PositiveFloat
     backend: str  # nccl (RCCL on ROCm); gloo is the CPU stand-in the tests use
-    argv: Annotated[tuple[str, ...], NON_EMPTY]  # with {gpus}, {backend}, {timeout_s}
+    argv: Annotated[tuple[str, ...], NON_EMPTY]  # with {gpus}, {backend}, {timeout_s}, {elements}, {toolkit}
     workdir: str
+    elements: PositiveInt  # float32 values each rank all-reduces
 
 
 @dataclass(frozen=True)
@@ -1180,7 +1181,7 @@ def _check_install(install: InstallConfig, doc: Document) -> None:
 
 
 HEALTH_TOOLS = ("amd-smi", "rocm-smi", "nvidia-smi")
-SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s", "toolkit")
+SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s", "elements", "toolkit")
 
 
 def _check_health(health: HealthConfig, doc: Document) -> None:

@@ -61,7 +61,8 @@ class SmokeResult:
 
 def smoke_argv(spec: SmokeTest, gpus: int, toolkit: str, backend: str | None = None) -> tuple[str, ...]:
     """config's argv with its placeholders filled; `toolkit`: where the toolkit is mounted in the container."""
-    values = {"gpus": str(gpus), "backend": backend or spec.backend, "timeout_s": f"{spec.timeout_s:g}", "toolkit": toolkit}
+    values = {"gpus": str(gpus), "backend": backend or spec.backend, "timeout_s": f"{spec.timeout_s:g}",
+              "elements": str(spec.elements), "toolkit": toolkit}
     out = []
     for arg in spec.argv:
         for name, value in values.items():
