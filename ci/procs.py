@@ -26,7 +26,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_gone(pids: Iterable[int], timeout_s: float, poll_s: float = 0.05) -> list[int]:
+# How often /proc is read while waiting for processes to go: a granularity of the wait, not a
+# policy (the graces and waits themselves come from config), so it stays here.
+POLL_S = 0.05
+
+
+def wait_gone(pids: Iterable[int], timeout_s: float, poll_s: float = POLL_S) -> list[int]:
     """Wait until every pid is gone or the timeout passes; returns those still alive."""
     pids = list(pids)
     deadline = time.monotonic() + timeout_s
