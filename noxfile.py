@@ -53,13 +53,15 @@ for _stage, _description in cli.run(sessions.stage_sessions):
 @nox.session
 def demo(session: nox.Session) -> None:
     """The whole path end to end on loopback: registries, pull, container, stage, reports."""
-    _run("demo_command")
+    from demo import run  # outside ci/: CI runs never load the demo's sample files or sandbox
+
+    cli.run(run.run_demo)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the code, tests, benchmarks and doors (config in pyproject.toml)."""
-    session.run(sys.executable, "-m", "ruff", "check", "ci", "tests", "bench", "sgl_kernel_tests", "tasks.py", "noxfile.py",
+    session.run(sys.executable, "-m", "ruff", "check", "ci", "demo", "tests", "bench", "sgl_kernel_tests", "tasks.py", "noxfile.py",
                 *session.posargs)
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ci.config import load_config
 from ci.runner import PlannedFile, RunPlan, run_plan
+from ci.stage import file_runs
 
 HOG = """
 import os, signal, time, torch
@@ -43,7 +45,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp())
     (root / "test_gpu_hog.py").write_text(HOG)
     timeout = float(os.environ.get("HOG_TIMEOUT_S", "25"))
-    plan = RunPlan("gpu-check", str(root), str(root / "reports"), (PlannedFile("test_gpu_hog.py", 1),), timeout, 600)
+    plan = RunPlan("gpu-check", str(root), str(root / "reports"), (PlannedFile("test_gpu_hog.py", 1),), timeout, 600,
+                   file_runs(load_config(env={})), 1.0)
     before = used_mib()
     samples: list[tuple[float, int]] = []
     log = io.StringIO()

@@ -144,9 +144,12 @@ def main() -> int:
 
     log.append("== collective smoke test ==")
     script = str(ROOT / "ci" / "allreduce_smoke.py")
+    from ci.config import load_config
+
+    elements = str(load_config(env={}).health.smoke.elements)
     for backend, n in (("nccl", 1), ("gloo", 2)):
         text = sh([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", script,
-                   "--backend", backend, "--timeout-s", "60"], timeout=120)
+                   "--backend", backend, "--timeout-s", "60", "--elements", elements], timeout=120)
         (out / f"smoke_{backend}_{n}.txt").write_text(text)
         log.append(f"-- {backend} x{n}\n" + "\n".join(line for line in text.splitlines() if "SGL_CI_SMOKE" in line or "exit" in line))
     log.append(f"unshare: {shutil.which('unshare')}; uid {os.getuid()}")

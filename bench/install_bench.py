@@ -18,9 +18,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ci import demo, install, registry, sandbox
+from ci import install, registry
 from ci.config import load_config
 from ci.container import Containers, HostView, build_spec
+from demo import run as demo
+from demo import sandbox
 
 
 def job(image: str, workspace: Path, data: Path, scratch: Path) -> install.InstallResult:

@@ -21,7 +21,7 @@ from ci.config import load_config
 from ci.images import ImageName
 from ci.pull import Puller
 from ci.registry import connect
-from ci.sandbox import drop_tag
+from demo.sandbox import drop_tag
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.registry import build_image, start_registry
 

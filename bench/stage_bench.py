@@ -21,8 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from ci.config import load_config
 from ci.partition import Item, Partitioning, lpt, partition
 from ci.runner import PlannedFile, RunPlan, run_plan
+from ci.stage import file_runs
+
+RUNS = file_runs(load_config(env={}))  # config/runner.yaml, as a stage passes it to the runner
 
 # A file that does ~0.5 s of real work, like a short unittest module.
 WORK = ("import time, unittest\nclass T(unittest.TestCase):\n    def test_work(self):\n"
@@ -37,7 +41,7 @@ def overhead(runs: int, count: int) -> None:
     names = [f"test_{i:02}.py" for i in range(count)]
     for name in names:
         (root / name).write_text(WORK)
-    plan = RunPlan("bench", str(root), str(root / "reports"), tuple(PlannedFile(n, 1) for n in names), 60, 3600)
+    plan = RunPlan("bench", str(root), str(root / "reports"), tuple(PlannedFile(n, 1) for n in names), 60, 3600, RUNS, 1.0)
     direct, ours = [], []
     for _ in range(runs):
         started = time.monotonic()
@@ -58,7 +62,7 @@ def kill_latency(runs: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="stage-bench-kill-"))
     (root / "forker.py").write_text(FORKER)
     timeout = 1.0
-    plan = RunPlan("bench", str(root), str(root / "reports"), (PlannedFile("forker.py", 1),), timeout, 3600)
+    plan = RunPlan("bench", str(root), str(root / "reports"), (PlannedFile("forker.py", 1),), timeout, 3600, RUNS, 1.0)
     latencies = []
     for _ in range(runs):
         started = time.monotonic()

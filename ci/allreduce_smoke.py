@@ -3,7 +3,10 @@ across every rank torchrun started (one per GPU), checked against the exact sum,
 SGLang runs scripts/ci/amd/test_rccl_multi_gpu.py for the same purpose. Backend nccl (RCCL on
 ROCm) puts each rank on its own GPU; gloo runs on the CPU (the tests' stand-in: no GPU there).
 
-    python3 -m torch.distributed.run --standalone --nproc_per_node=8 ci/allreduce_smoke.py --backend nccl
+    python3 -m torch.distributed.run --standalone --nproc_per_node=8 ci/allreduce_smoke.py --backend nccl \
+        --timeout-s 300 --elements 1048576
+
+(the stage passes config/health.yaml's smoke settings; nothing here has a default of its own).
 
 Prints one `SGL_CI_SMOKE {json}` line per rank; exit 0 only when the sum is right everywhere."""
 
@@ -21,9 +24,9 @@ MARK = "SGL_CI_SMOKE "
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="nccl")
-    parser.add_argument("--timeout-s", type=float, default=120.0)
-    parser.add_argument("--elements", type=int, default=1 << 20)
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--timeout-s", type=float, required=True)
+    parser.add_argument("--elements", type=int, required=True)
     args = parser.parse_args(argv)
     import torch
     import torch.distributed as dist

@@ -16,7 +16,7 @@ import docker.errors
 from ci import github, install, publish
 from ci.config import ArchSpec, Config
 from ci.errors import ToolFailure, UserError
-from ci.images import ImageName, check_rocm
+from ci.images import ImageName, check_rocm, nightly_tag
 from ci.pull import Puller
 from ci.tags import TagListError, git_remote_tags
 from ci.versions import newest_release
@@ -44,8 +44,7 @@ def release_version(config: Config, workspace: Path) -> tuple[str, str]:
 
 def nightly_name(config: Config, arch: ArchSpec, rocm: str, today: dt.date, version: str) -> ImageName:
     images = config.images
-    return ImageName(images.repository, images.tag_format.format(
-        version=version, rocm=rocm, image_arch=arch.image_arch, date=today.strftime(images.date_format)))
+    return ImageName(images.repository, nightly_tag(images, version, rocm, arch.image_arch, today))
 
 
 def build_image(config: Config, client: docker.DockerClient, env: Mapping[str, str], arch: ArchSpec,

@@ -32,8 +32,7 @@ def _env() -> Mapping[str, str]:
 
 
 def _workspace() -> Path:
-    """The SGLang checkout: $GITHUB_WORKSPACE in Actions, else the current folder."""
-    return Path(_env().get("GITHUB_WORKSPACE") or os.getcwd())
+    return github.workspace(_env())
 
 
 def _resolve(config: Config, arch: str | None) -> ArchResolution:
@@ -325,8 +324,7 @@ def start_container_command(arch: str | None = None, variant: str = "default", i
     from ci import container, gpu
 
     config = load_config()
-    if variant != "default" and variant not in config.container.variants:
-        raise UserError(f"unknown variant {variant!r} (allowed: default, {', '.join(config.container.variants)})")
+    config.container.variant(variant)  # an unknown one is bad input before any work
     if image:
         parse_image_name(image)
     spec_arch = _resolve(config, arch).arch
@@ -401,7 +399,8 @@ def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = Non
                "PYTHONPATH": os.pathsep.join(filter(None, [str(container.TOOLKIT), _env().get("PYTHONPATH")]))}
         return subprocess.run(argv, env=env, check=False).returncode
     target = f"{config.container.workdir}/{reports}/kernel-tests.xml"
-    argv = ["python3", "-m", "pytest", "-c", "/sgl-ci/sgl_kernel_tests/pytest.ini", "/sgl-ci/sgl_kernel_tests",
+    tests_inside = f"{config.container.toolkit_target}/sgl_kernel_tests"
+    argv = ["python3", "-m", "pytest", "-c", f"{tests_inside}/pytest.ini", tests_inside,
             "-p", "ci.known_issues", "--sgl-arch", spec_arch.name,
             f"--junitxml={target}", *pytest_args]
     containers = _containers(config)
@@ -449,15 +448,6 @@ def verdict_command(failure_class: str = "") -> int:
         raise UserError(f"--failure-class {failure_class!r}: allowed: {', '.join(c.value for c in FailureClass)}") from None
     print(f"stage: {found.headline} (exit code {found.exit_code})")
     return found.exit_code
-
-
-def demo_command() -> int:
-    """`nox -s demo`: the whole path end to end on loopback (see ci.demo)."""
-    from ci import (
-        demo,  # the demo's own example files and sandbox are not needed by CI runs
-    )
-
-    return demo.run_demo()
 
 
 def build_image_command(arch: str | None = None, rocm: str | None = None, push: bool = True) -> int:

@@ -65,6 +65,7 @@ class Limits:
     page_size: Annotated[int, POSITIVE]
     rounds: Annotated[int, POSITIVE]
     bytes: Annotated[int, POSITIVE]
+    lines: Annotated[int, POSITIVE]
 
 
 # --- arches.yaml ---------------------------------------------------------------------------
@@ -88,10 +89,10 @@ class ArchSpec:
     name: str = ""  # filled from the mapping key by the loader
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class Detection:
     runner_name_pattern: str
-    tool_timeout_s: Seconds = 20.0
+    tool_timeout_s: Seconds
 
 
 @dataclass(frozen=True)
@@ -111,43 +112,45 @@ class RoutingConfig:
 # --- images.yaml ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Registries:
-    public: str = "docker.io"
-    lan: str | None = None
+    public: str
+    lan: str | None = None  # absent from shipped config: LOCAL_DOCKER_REGISTRY (or an override) names the mirror
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    dockerfile: str = "docker/rocm.Dockerfile"
-    context: str = "."
-    args: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    dockerfile: str
+    context: str
+    args: Mapping[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class Discovery:
     """Finding the newest nightly with no version in config: the registry's tag list at pull time,
     the checkout's remote tags (git ls-remote) for the version of an image being built."""
 
-    timeout_s: Seconds = 15.0  # connect and read timeout of each HTTP request (token, each page)
-    page_size: Annotated[int, POSITIVE, Bound("page_size")] = 1000  # ?n= of the tag list; further pages follow the Link header
-    max_pages: Annotated[int, POSITIVE, Bound("pages")] = 100  # a longer Link chain is an error, not a loop
+    timeout_s: Seconds  # connect and read timeout of each HTTP request (token, each page)
+    page_size: Annotated[int, POSITIVE, Bound("page_size")]  # ?n= of the tag list; further pages follow the Link header
+    max_pages: Annotated[int, POSITIVE, Bound("pages")]  # a longer Link chain is an error, not a loop
     git_remote: str = "origin"
-    git_timeout_s: Seconds = 30.0
+    git_timeout_s: Seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageConfig:
+    """config/images.yaml: every key but the optional `versions` override is the file's."""
+
     repository: str
     rocm: str
     rocm_versions: Annotated[tuple[str, ...], NON_EMPTY]
     lookback_days: Annotated[int, POSITIVE, Bound("days")]
+    discovery: Discovery
+    tag_format: str  # the nightly's tag: images.yaml is its one home (ci.images.nightly_tag writes it)
+    date_format: str
+    registries: Registries
+    preview_suffix: str
+    use_preview: bool
+    build: BuildConfig
     versions: tuple[str, ...] = ()  # an override, newest first; empty: discovered
-    registries: Registries = Registries()
-    tag_format: str = "{version}-{rocm}-{image_arch}-{date}"
-    date_format: str = "%Y%m%d"
-    preview_suffix: str = "-preview"
-    use_preview: bool = False
-    discovery: Discovery = Discovery()
-    build: BuildConfig = BuildConfig()
 
 
 # --- pull.yaml -----------------------------------------------------------------------------
@@ -256,6 +259,17 @@ class MountSpec:
     optional: bool = False
 
 
+# Sources a mount (or a disk rule) may name instead of a host path, resolved on the host: the
+# SGLang checkout (ci.github.workspace), this toolkit (ci.toolkit), the engine's data root.
+WORKSPACE_SOURCE = "$WORKSPACE"
+TOOLKIT_SOURCE = "$TOOLKIT"
+DOCKER_ROOT_SOURCE = "$DOCKER_ROOT"
+DEFAULT_VARIANT = "default"  # a job's container with no variant's extras
+# The arch inside the container: set by the host (ci.container), read by the known-issues plugin
+# and the thresholds (ci.known_issues, ci.thresholds) and left out of a replay's env (ci.reproduce).
+ARCH_ENV = "SGL_CI_ARCH"
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     privileged: bool = False
@@ -268,54 +282,105 @@ class VariantSpec:
     mounts: tuple[MountSpec, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class ExecSpec:
     workdir: str
+    offline_retry: bool
+    no_retry_exit_codes: tuple[int, ...]
+    exit_code_wait_s: SecondsOrZero  # the output can end a moment before the engine records the exit code
+    exit_code_poll_s: Annotated[float, POSITIVE, Bound("seconds")]
     env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
-    offline_retry: bool = True
-    no_retry_exit_codes: tuple[int, ...] = (0, 1, 137, 255)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class StopSpec:
-    sigint_grace_s: SecondsOrZero = 10.0
-    stop_timeout_s: SecondsOrZero = 60.0
+    sigint_grace_s: SecondsOrZero
+    stop_timeout_s: SecondsOrZero
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class HygieneSpec:
-    rounds: Annotated[int, POSITIVE, Bound("rounds")] = 3
-    interval_s: SecondsOrZero = 30.0
-    term_grace_s: SecondsOrZero = 5.0
-    vram_threshold_pct: Annotated[float, NON_NEGATIVE, at_most(100)] = 6.0
-    device_globs: tuple[str, ...] = ("/dev/kfd", "/dev/dri/renderD*")
-    tool_timeout_s: Seconds = 30.0
+    kill_wait_s: SecondsOrZero  # after the SIGKILL, how long to wait for the holders to go
+    rounds: Annotated[int, POSITIVE, Bound("rounds")]
+    interval_s: SecondsOrZero
+    term_grace_s: SecondsOrZero
+    vram_threshold_pct: Annotated[float, NON_NEGATIVE, at_most(100)]
+    device_globs: tuple[str, ...]
+    tool_timeout_s: Seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContainerConfig:
+    """config/container.yaml: every key is the file's (none has a default here, so the code never
+    holds a second copy of a flag, a size or a limit)."""
+
     name: str
     workdir: str
     exec: ExecSpec
-    command: tuple[str, ...] = ("sleep", "infinity")
-    reports_dir: str = "ci-reports"
-    user: str = "root"
-    network: str = "host"
-    init: bool = True
-    shm_size: str = "32g"
-    group_add: tuple[str, ...] = ()
-    cap_add: tuple[str, ...] = ()
-    security_opt: tuple[str, ...] = ()
-    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
-    devices: tuple[DeviceSpec, ...] = ()
-    render_devices_file: str | None = None
-    render_devices_fallback: DeviceSpec | None = None
-    mounts: tuple[MountSpec, ...] = ()
-    env: Mapping[str, str] = field(default_factory=lambda: EMPTY, repr=False)
-    secret_env: tuple[str, ...] = ()
-    variants: Mapping[str, VariantSpec] = field(default_factory=lambda: MappingProxyType({}))
-    stop: StopSpec = StopSpec()
-    hygiene: HygieneSpec = HygieneSpec()
+    hygiene: HygieneSpec
+    stop: StopSpec
+    command: tuple[str, ...]
+    reports_dir: str
+    user: str
+    network: str
+    init: bool
+    shm_size: str
+    group_add: tuple[str, ...]
+    cap_add: tuple[str, ...]
+    security_opt: tuple[str, ...]
+    ulimits: Mapping[str, tuple[int, int]]
+    devices: tuple[DeviceSpec, ...]
+    render_devices_file: str | None
+    render_devices_fallback: DeviceSpec | None
+    mounts: tuple[MountSpec, ...]
+    env: Mapping[str, str] = field(repr=False)
+    secret_env: tuple[str, ...]
+    variants: Mapping[str, VariantSpec]
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return (DEFAULT_VARIANT, *self.variants)
+
+    def variant(self, name: str) -> VariantSpec:
+        """A variant's extras (the default has none); an unknown name is bad input."""
+        if name not in self.variant_names:
+            raise ConfigError(f"unknown variant {name!r} (allowed: {', '.join(self.variant_names)})")
+        return self.variants.get(name, VariantSpec())
+
+    @property
+    def base_env(self) -> dict[str, str]:
+        """The container's environment from config: the toolkit importable from its mount (the
+        runner, the known-issues plugin), then `env`."""
+        return {"PYTHONPATH": self.toolkit_target, **self.env}
+
+    @property
+    def toolkit_target(self) -> str:
+        """Where the toolkit is mounted in the container: the target of the one $TOOLKIT mount
+        (the loader checks there is exactly one, read-only)."""
+        return next(m.target for m in self.mounts if m.source == TOOLKIT_SOURCE)
+
+
+# --- runner.yaml -----------------------------------------------------------------------------
+def _regex(value: str) -> bool:
+    try:
+        re.compile(value)
+    except re.error:
+        return False
+    return True
+
+
+Regex = Annotated[str, Check(_regex, "a valid regular expression")]
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the in-container runner treats each file; it gets these as ci.runner.FileRuns."""
+
+    retryable: Regex
+    not_retryable: Regex
+    kill_wait_s: SecondsOrZero
+    output_drain_s: SecondsOrZero
+    tail_lines: Annotated[int, POSITIVE, Bound("lines")]
 
 
 # --- suites.yaml -----------------------------------------------------------------------------
@@ -564,17 +629,17 @@ Command = Union[Annotated[tuple[str, ...], NON_EMPTY], CommandSpec]  # an argv l
 @dataclass(frozen=True)
 class KernelBuild:
     sources: Annotated[tuple[str, ...], NON_EMPTY]  # paths in the checkout whose content the image records
+    image_label: str  # the label `invoke build-image` stamps with their fingerprint (install.yaml is its home)
     when: Literal["changed", "always", "never"] = "changed"
-    image_label: str = "sgl-ci.kernel-sources"  # the label `invoke build-image` stamps with their fingerprint
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class Pin:
     distribution: str  # what the image has installed (pip's name)
     dockerfile: str  # in the checkout
     stage: str  # the Dockerfile stage whose ARG pins it, with {gfx} and {stage_suffix}
     arg: str
-    lookahead_lines: PositiveInt = 20  # the ARG is looked for this many lines below the stage's FROM
+    lookahead_lines: PositiveInt  # the ARG is looked for this many lines below the stage's FROM
     keep_pattern: str | None = None  # image versions kept whatever the pin says (dev builds)
     override_env: str | None = None  # a host env variable that forces this version
 
@@ -618,7 +683,7 @@ class Proof:
     version_pattern: str = '__version__ = "([^"]+)"'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # YAML owns every number: none has a default here
 class InstallConfig:
     proof: Proof
     flavors: Annotated[Mapping[str, Flavor], NON_EMPTY]
@@ -627,9 +692,9 @@ class InstallConfig:
     network_errors: Annotated[tuple[str, ...], NON_EMPTY]
     steps: Annotated[tuple[InstallStep, ...], NON_EMPTY]
     python: str = "python3"
-    probe_timeout_s: PositiveFloat = 120.0
-    host_tool_timeout_s: PositiveFloat = 30.0
-    output_tail_lines: PositiveInt = 200
+    probe_timeout_s: PositiveFloat
+    host_tool_timeout_s: PositiveFloat
+    output_tail_lines: PositiveInt
 
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
@@ -675,8 +740,9 @@ class SmokeTest:
     min_gpus: PositiveInt  # jobs with at least this many GPUs run it
     timeout_s: PositiveFloat
     backend: str  # nccl (RCCL on ROCm); gloo is the CPU stand-in the tests use
-    argv: Annotated[tuple[str, ...], NON_EMPTY]  # with {gpus}, {backend}, {timeout_s}
+    argv: Annotated[tuple[str, ...], NON_EMPTY]  # with {gpus}, {backend}, {timeout_s}, {elements}, {toolkit}
     workdir: str
+    elements: PositiveInt  # float32 values each rank all-reduces
 
 
 @dataclass(frozen=True)
@@ -715,6 +781,7 @@ class Config:
     kernels: KernelsConfig
     durations: DurationsConfig
     container: ContainerConfig
+    runner: RunnerConfig
     workflows: WorkflowsConfig
     thresholds: Mapping[str, Mapping[str, MetricBound]]
     known_issues: tuple[KnownIssue, ...]
@@ -752,6 +819,7 @@ FILES: dict[str, tuple[str, Any]] = {
     "pull": ("pull.yaml", PullConfig),
     "stages": ("stages.yaml", Mapping[str, StageSpec]),
     "container": ("container.yaml", ContainerConfig),
+    "runner": ("runner.yaml", RunnerConfig),
     "suites": ("suites.yaml", SuitesConfig),
     "workflows": ("workflows.yaml", WorkflowsConfig),
     "thresholds": ("thresholds.yaml", Mapping[str, Mapping[str, MetricBound]]),
@@ -791,6 +859,7 @@ def load_config(config_dir: Path | str | None = None, env: Mapping[str, str] | N
         kernels=built["kernels"],
         durations=built["durations"],
         container=built["container"],
+        runner=built["runner"],
         suites=built["suites"],
         workflows=built["workflows"],
         thresholds=built["thresholds"],
@@ -875,6 +944,18 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
         if name not in SECRET_ENV:
             raise docs["container"].fail(("secret_env", index), f"{name!r} is not a secret the toolkit masks and "
                                          f"scrubs (allowed: {', '.join(SECRET_ENV)}; add new ones to ci/secrets.py)")
+    workspace = [m for m in config.container.mounts if m.source == WORKSPACE_SOURCE]
+    if [m.target for m in workspace] != [config.container.workdir]:
+        raise docs["container"].fail(("mounts",), f"needs exactly one mount of {WORKSPACE_SOURCE}, at workdir "
+                                     f"{config.container.workdir} (where every path under the workspace is found inside), "
+                                     f"found {', '.join(m.target for m in workspace) or 'none'}")
+    toolkit = [i for i, m in enumerate(config.container.mounts) if m.source == TOOLKIT_SOURCE]
+    if len(toolkit) != 1:
+        raise docs["container"].fail(("mounts",), f"needs exactly one mount of {TOOLKIT_SOURCE} (the runner, the known-issues "
+                                     f"plugin and the smoke test run from it), found {len(toolkit)}")
+    if not config.container.mounts[toolkit[0]].read_only:
+        raise docs["container"].fail(("mounts", toolkit[0], "read_only"), "the toolkit is mounted read-only: the host runs "
+                                     "it again after the tests")
     for name, spec in config.arches.items():
         _check_template(spec.pool.label, {"gpus": 1}, docs["arches"], ("arches", name, "pool", "label"))
     fields = {"gfx": "gfx942", "rocm": "rocm700", "version": "v0.0.0", "image_arch": "mi30x"}
@@ -943,7 +1024,7 @@ def _cross_check(config: Config, docs: dict[str, Document]) -> None:
 
 def _check_stages(config: Config, doc: Document, suites_doc: Document, allowed: str) -> None:
     seen: dict[str, str] = {}
-    variants = {"default", *(config.container.variants if config.container else ())}
+    variants = set(config.container.variant_names)
     for name, stage in config.stages.items():
         for needed in stage.needs:
             if needed not in config.stages or needed == name:
@@ -1102,7 +1183,7 @@ def _check_install(install: InstallConfig, doc: Document) -> None:
 
 
 HEALTH_TOOLS = ("amd-smi", "rocm-smi", "nvidia-smi")
-SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s")
+SMOKE_PLACEHOLDERS = ("gpus", "backend", "timeout_s", "elements", "toolkit")
 
 
 def _check_health(health: HealthConfig, doc: Document) -> None:
@@ -1117,8 +1198,8 @@ def _check_health(health: HealthConfig, doc: Document) -> None:
                 raise doc.fail(("smoke", "argv", index), f"unknown placeholder {{{name}}} (allowed: "
                                                          f"{', '.join('{' + p + '}' for p in SMOKE_PLACEHOLDERS)})")
     for index, rule in enumerate(health.disk):
-        if not (rule.path in ("$DOCKER_ROOT", "$WORKSPACE") or rule.path.startswith("/")):
-            raise doc.fail(("disk", index, "path"), f"{rule.path!r}: $DOCKER_ROOT, $WORKSPACE or an absolute path")
+        if not (rule.path in (DOCKER_ROOT_SOURCE, WORKSPACE_SOURCE) or rule.path.startswith("/")):
+            raise doc.fail(("disk", index, "path"), f"{rule.path!r}: {DOCKER_ROOT_SOURCE}, {WORKSPACE_SOURCE} or an absolute path")
     for index, endpoint in enumerate(health.endpoints):
         if not re.match(r"^https?://[^/\s]+", endpoint.url):
             raise doc.fail(("endpoints", index, "url"), f"{endpoint.url!r} is not an http(s) URL")

@@ -19,9 +19,9 @@ import docker
 import docker.errors
 from docker.types import Mount, Ulimit
 
-from ci import procs
-from ci.config import ArchSpec, ContainerConfig, DeviceSpec, MountSpec, VariantSpec
-from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, UserError, sigterm_raises
+from ci import github, procs
+from ci.config import ARCH_ENV, TOOLKIT_SOURCE, WORKSPACE_SOURCE, ArchSpec, ContainerConfig, DeviceSpec, MountSpec
+from ci.errors import ExitCodeUnknown, Terminated, ToolFailure, sigterm_raises
 from ci.secrets import ByteSink, ScrubbingSink, exec_secrets
 from ci.toolkit import exposed_by, toolkit_home
 
@@ -40,7 +40,7 @@ class HostView:
 
     @property
     def workspace(self) -> str:
-        return self.env.get("GITHUB_WORKSPACE") or os.getcwd()
+        return str(github.workspace(self.env))
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,7 @@ def render_devices(text: str) -> list[str]:
 
 def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str, host: HostView) -> ContainerSpec:
     """Everything `docker run` gets, from config and what this host has (pure given `host`)."""
-    if variant != "default" and variant not in config.variants:
-        raise UserError(f"unknown variant {variant!r} (allowed: default, {', '.join(config.variants)})")
-    extra = config.variants.get(variant, VariantSpec())
+    extra = config.variant(variant)
     left_out: list[str] = []
 
     wanted = list(config.devices)
@@ -139,7 +137,7 @@ def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str
 
     mounts = []
     for mount in (*config.mounts, *extra.mounts):
-        source = {"$WORKSPACE": host.workspace, "$TOOLKIT": host.toolkit}.get(mount.source, mount.source)
+        source = {WORKSPACE_SOURCE: host.workspace, TOOLKIT_SOURCE: host.toolkit}.get(mount.source, mount.source)
         if host.exists(source):
             mounts.append(MountSpec(source, mount.target, mount.read_only, mount.optional))
         elif mount.optional:
@@ -151,7 +149,7 @@ def build_spec(config: ContainerConfig, arch: ArchSpec, variant: str, image: str
     if exposed:  # nothing the container can write may be run on the host afterwards
         raise ToolFailure(f"{exposed[0]} is inside the read-write mount {exposed[1]}: code under test could rewrite "
                           "what the host runs next; install the toolkit outside it (ci/setup_toolkit.py, as CI does)")
-    env = {**config.env, **arch.env, "SGL_CI_ARCH": arch.name}
+    env = {**config.base_env, **arch.env, ARCH_ENV: arch.name}
     return ContainerSpec(
         name=config.name,
         image=image,
@@ -192,6 +190,8 @@ class Containers:
     config: ContainerConfig
     out: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # host env: secret_env values for each exec
+    clock: Callable[[], float] = time.monotonic  # the waits for an exec's exit code (tests pass their own)
+    sleep: Callable[[float], None] = time.sleep
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -305,12 +305,11 @@ class Containers:
                 if timer is not None:
                     timer.cancel()
                 scrubbed.close()
-        info: Mapping[str, Any] = {}
-        for _ in range(50):  # the stream can end a moment before the exit code is recorded
+        info: Mapping[str, Any] = api.exec_inspect(exec_id)
+        recorded_by = self.clock() + self.config.exec.exit_code_wait_s
+        while info.get("Running") and self.clock() < recorded_by:  # the stream can end before the code is recorded
+            self.sleep(self.config.exec.exit_code_poll_s)
             info = api.exec_inspect(exec_id)
-            if not info.get("Running"):
-                break
-            time.sleep(0.1)
         return ExecOutcome(exit_code_of(info, argv, container.name), expired.is_set())
 
     def _interrupt_exec(self, exec_id: str, whole_tree: bool = False) -> None:
@@ -320,12 +319,9 @@ class Containers:
         pid = int(self.client.api.exec_inspect(exec_id).get("Pid") or 0)
         if pid <= 0:
             return
-        tree = (procs.descendants(pid) if whole_tree else set()) | {pid}
-        for member in tree:
-            procs.send(member, signal.SIGINT)
-        if procs.wait_gone(tree, self.config.stop.sigint_grace_s):
-            for member in tree | (procs.descendants(pid) if whole_tree else set()):
-                procs.send(member, signal.SIGKILL)
+        # No wait after the SIGKILL: the exec's own wait (the engine's record) says when it ended.
+        procs.stop({pid}, self.config.stop.sigint_grace_s, 0, first=signal.SIGINT,
+                   rescan=(lambda: procs.descendants(pid)) if whole_tree else None)
 
 
 def exit_code_of(info: Mapping[str, Any], argv: Sequence[str], where: str) -> int:
@@ -338,7 +334,7 @@ def exit_code_of(info: Mapping[str, Any], argv: Sequence[str], where: str) -> in
 
 
 def exec_env(config: ContainerConfig, arch: ArchSpec) -> dict[str, str]:
-    return {**config.exec.env, **arch.env, "SGL_CI_ARCH": arch.name}
+    return {**config.exec.env, **arch.env, ARCH_ENV: arch.name}
 
 
 def exec_with_retry(containers: Containers, arch: ArchSpec, argv: Sequence[str], sink: ByteSink | None = None) -> int:

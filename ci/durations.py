@@ -36,12 +36,14 @@ from types import MappingProxyType
 from ci.config import DriftPolicy, HistoryPolicy
 from ci.errors import UserError
 from ci.inputs import InputProblem, read_text
+from ci.runner import FileStatus
 
 FORMAT = "sgl-ci-durations"
 VERSION = 1
 FIELDS = ("seconds", "finished", "run", "rocm", "digest")
 RECORD_NAME = "durations.json"
-OUTCOMES = ("passed", "flaky", "failed", "timeout", "not-run")
+# A unit recorded in a run: every verdict but disabled (a disabled file is not run, so not recorded).
+OUTCOMES = tuple(v.value for v in FileStatus if v is not FileStatus.DISABLED)
 _EMPTY: Mapping = MappingProxyType({})
 
 
@@ -55,9 +57,12 @@ class UnitRecord:
     name: str  # a file under the test root, a shard `file::A+B`, or a command's name
     suite: str
     est_time: float  # the file's est_time (for a shard too): what drift compares with
-    outcome: str  # passed | flaky | failed | timeout | not-run
+    outcome: FileStatus  # one of OUTCOMES
     seconds: float  # the passing attempt's time (passed), else the time it took
     classes: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # a shard's classes -> seconds
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", FileStatus(self.outcome))  # its JSON value is the same status
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def record_samples(record: RunRecord) -> list[tuple[str, str, float, Sample]]:
     time, or for a shard each class's."""
     out = []
     for unit in record.units:
-        if unit.outcome != "passed":
+        if unit.outcome is not FileStatus.PASSED:
             continue
         run = f"{record.run_id}/{record.stage}"
         if unit.classes:
@@ -256,7 +261,7 @@ def _iso(when: dt.datetime) -> str:
 def record_json(record: RunRecord) -> str:
     units = []
     for u in record.units:
-        unit = {"name": u.name, "suite": u.suite, "est_time": u.est_time, "outcome": u.outcome,
+        unit = {"name": u.name, "suite": u.suite, "est_time": u.est_time, "outcome": u.outcome.value,
                 "seconds": round(u.seconds, 3)}
         if u.classes:
             unit["classes"] = {c: round(s, 3) for c, s in u.classes.items()}
@@ -343,7 +348,7 @@ def parse_record(data: object, source: str) -> RunRecord:
         classes = {_text(c, f"{where}.classes", allow_empty=False): _number(s, f"{where}.classes.{c}")
                    for c, s in _mapping(unit.get("classes", {}), f"{where}.classes").items()}
         parsed.append(UnitRecord(_text(unit.get("name"), f"{where}.name", False), _text(unit.get("suite", ""), f"{where}.suite"),
-                                 _number(unit.get("est_time", 0), f"{where}.est_time"), outcome,
+                                 _number(unit.get("est_time", 0), f"{where}.est_time"), FileStatus(outcome),
                                  _number(unit.get("seconds"), f"{where}.seconds"), MappingProxyType(classes)))
     return RunRecord(
         run_id=_text(run.get("id"), f"{source}: run.id", False), stage=_text(run.get("stage", ""), f"{source}: run.stage"),

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TextIO
 
 from ci.errors import UserError
 from ci.inputs import InputProblem, check_writable_file
 
 FILE_ENV = ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
+
+
+def workspace(env: Mapping[str, str]) -> Path:
+    """The SGLang checkout: $GITHUB_WORKSPACE in Actions, else the current folder (the one rule;
+    config's mount source $WORKSPACE is this path)."""
+    return Path(env.get("GITHUB_WORKSPACE") or os.getcwd())
 
 
 def in_actions(env: Mapping[str, str]) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
@@ -83,15 +82,13 @@ def device_holders(device_globs: Iterable[str], proc: str = "/proc") -> dict[int
     return holders
 
 
-def terminate(pids: Sequence[int], grace_s: float, say: Callable[[str], None]) -> list[int]:
-    """SIGTERM, wait up to grace_s, then SIGKILL what is left. Returns the pids still alive."""
-    for pid in pids:
-        procs.send(pid, signal.SIGTERM)
-    stubborn = procs.wait_gone(pids, grace_s)
-    for pid in stubborn:
-        say(f"process {pid} ignored SIGTERM for {grace_s:g} s: SIGKILL")
-        procs.send(pid, signal.SIGKILL)
-    return procs.wait_gone(stubborn, 5)
+def terminate(pids: Sequence[int], grace_s: float, kill_wait_s: float, say: Callable[[str], None]) -> list[int]:
+    """SIGTERM, wait up to grace_s, then SIGKILL what is left (procs.stop). Returns the pids still alive."""
+    def told(stubborn: list[int]) -> None:
+        for pid in stubborn:
+            say(f"process {pid} ignored SIGTERM for {grace_s:g} s: SIGKILL")
+
+    return procs.stop(pids, grace_s, kill_wait_s, on_kill=told)
 
 
 def _command(pid: int) -> str:
@@ -144,7 +141,7 @@ def gpu_clean(config: ContainerConfig, client, out: TextIO, sleep=time.sleep,
         if holders:
             for pid, paths in sorted(holders.items()):
                 say(f"process {pid} ({_command(pid)}) holds {', '.join(sorted(paths))}: SIGTERM")
-            left = terminate(sorted(holders), hygiene.term_grace_s, say)
+            left = terminate(sorted(holders), hygiene.term_grace_s, hygiene.kill_wait_s, say)
             if left:
                 say(f"still alive after SIGKILL: {left}")
         reading = read(hygiene.tool_timeout_s)

@@ -32,7 +32,7 @@ from ci.durations import (
 )
 from ci.gantt import measured_chart
 from ci.plan import StagePlan
-from ci.runner import FileResult
+from ci.runner import FileResult, FileStatus
 
 
 def run_id(env: Mapping[str, str], finished: dt.datetime) -> str:
@@ -54,11 +54,11 @@ def run_record(plan: StagePlan, stage_label: str, results: Sequence[FileResult],
                 file_est[(job.job.suite, u.file)] += u.est_time
     records = []
     for r in results:
-        if r.status == "disabled" or r.path not in units:
+        if r.status is FileStatus.DISABLED or r.path not in units:
             continue
         job, unit = units[r.path]
-        passed = [a for a in r.attempts if a.verdict == "passed"]
-        seconds = passed[-1].seconds if r.status == "passed" and passed else r.seconds
+        passed = [a for a in r.attempts if a.verdict is FileStatus.PASSED]
+        seconds = passed[-1].seconds if r.status is FileStatus.PASSED and passed else r.seconds
         classes: dict[str, float] = {}
         if unit.selectors:
             weights = list(unit.weights) if len(unit.weights) == len(unit.selectors) else [1.0] * len(unit.selectors)

@@ -64,20 +64,18 @@ def check_rocm(images: ImageConfig, rocm: str | None) -> str:
     return rocm
 
 
+def nightly_tag(images: ImageConfig, version: str, rocm: str, image_arch: str, day: dt.date) -> str:
+    """The one place a nightly's tag is written (`tag_format` with `date_format`): what the build
+    tags, the override's candidates, the demo's stand-in."""
+    return images.tag_format.format(version=version, rocm=rocm, image_arch=image_arch, date=day.strftime(images.date_format))
+
+
 def candidate_images(images: ImageConfig, arch: ArchSpec, today: dt.date, rocm: str | None = None) -> tuple[ImageName, ...]:
     """The names to probe for the `versions` override: today and `lookback_days - 1` days back,
     newest date first, then each version in the override's order. Empty with no override."""
     rocm = check_rocm(images, rocm)
     return tuple(
-        ImageName(
-            images.repository,
-            images.tag_format.format(
-                version=version,
-                rocm=rocm,
-                image_arch=arch.image_arch,
-                date=(today - dt.timedelta(days=back)).strftime(images.date_format),
-            ),
-        )
+        ImageName(images.repository, nightly_tag(images, version, rocm, arch.image_arch, today - dt.timedelta(days=back)))
         for back in range(images.lookback_days)
         for version in images.versions
     )

@@ -634,7 +634,7 @@ class Installer:
 def target_of(container: Any, config: Config, image_name: str | None = None, digest: str | None = None) -> Target:
     """The Target of a running container: its checkout mount's host source, image, labels, data mount."""
     mounts = {m.get("Destination"): m.get("Source") for m in container.attrs.get("Mounts") or []}
-    checkout = Path(mounts.get(config.container.workdir) or os.getcwd())
+    checkout = Path(mounts.get(config.container.workdir) or github.workspace(os.environ))  # no checkout mount: the workspace rule
     image = container.image
     names = [image_name] if image_name else [container.attrs.get("Config", {}).get("Image") or image.id]
     if digest is None:

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from ci.config import KnownIssue, load_config
+from ci.config import ARCH_ENV, KnownIssue, load_config
 from ci.errors import UserError
-
-ARCH_ENV = "SGL_CI_ARCH"
 
 
 def pattern(test: str) -> re.Pattern[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ci.errors import ExitCode
+from ci.runner import BROKEN, UNRUN, FileStatus
 
 OUTPUT_NAME = "failure_class"  # the step output the workflow's retry rule reads
 JUNIT_PROPERTY = "sgl-ci.failure-class"
@@ -73,14 +74,17 @@ class Attempted:
     """What classification needs of one file's result (ci.runner.FileResult has these)."""
 
     path: str
-    status: str  # passed | flaky | failed | timeout | not-run | disabled
+    status: FileStatus
     exit_codes: tuple[int | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", FileStatus(self.status))  # its JSON value is the same status
 
 
 def gpu_hang(files: Iterable[Attempted], hang_codes: Sequence[int]) -> str | None:
     """The first file whose last attempt ended the way a GPU hang does (SIGABRT)."""
     for f in files:
-        if f.status in ("failed", "flaky") and f.exit_codes and f.exit_codes[-1] in hang_codes:
+        if f.status in (FileStatus.FAILED, FileStatus.FLAKY) and f.exit_codes and f.exit_codes[-1] in hang_codes:
             return f"{f.path} aborted with exit code {f.exit_codes[-1]} (SIGABRT: how ROCm reports a GPU hang)"
     return None
 
@@ -97,16 +101,16 @@ def classify(files: Sequence[Attempted], hang_codes: Sequence[int], *, infrastru
     hang = gpu_hang(files, hang_codes)
     if hang:
         return Outcome(FailureClass.INFRASTRUCTURE, hang)
-    timed_out = [f for f in files if f.status == "timeout"]
+    timed_out = [f for f in files if f.status is FileStatus.TIMEOUT]
     if timed_out and stuck_gpu:
         return Outcome(FailureClass.INFRASTRUCTURE, f"{timed_out[0].path} timed out and {stuck_gpu}")
-    ran = [f for f in files if f.status not in ("not-run", "disabled")]
+    ran = [f for f in files if f.status not in UNRUN]
     if not ran:
         return Outcome(FailureClass.TEST, "no test file ran")
-    bad = [f for f in files if f.status in ("failed", "timeout")]
+    bad = [f for f in files if f.status in BROKEN]
     if bad:
         return Outcome(FailureClass.TEST, f"{bad[0].path} {bad[0].status}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-    if any(f.status == "flaky" for f in files):
+    if any(f.status is FileStatus.FLAKY for f in files):
         return Outcome(FailureClass.FLAKY, "passed on retry: look at the flaky files")
     return Outcome(FailureClass.PASSED, "")
 

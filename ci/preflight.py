@@ -30,7 +30,7 @@ import requests
 
 from ci import gpu_tools
 from ci.arch import run_device_tool
-from ci.config import ArchSpec, Config, HealthConfig
+from ci.config import DOCKER_ROOT_SOURCE, WORKSPACE_SOURCE, ArchSpec, Config, HealthConfig
 from ci.gpu import parse_rocm_smi_vram
 from ci.gpu_tools import Ecc, Gpu, GpuProcess, Vram
 from ci.tags import api_base
@@ -357,7 +357,7 @@ def check_disk(health: HealthConfig, workspace: str, host: Host) -> CheckResult:
         return CheckResult("disk", Status.OFF, "off in config")
     lines, short = [], 0
     for rule in health.disk:
-        path = {"$DOCKER_ROOT": host.docker_root() or health.docker_root, "$WORKSPACE": workspace}.get(rule.path, rule.path)
+        path = {DOCKER_ROOT_SOURCE: host.docker_root() or health.docker_root, WORKSPACE_SOURCE: workspace}.get(rule.path, rule.path)
         probe = path
         while probe and not os.path.exists(probe):  # a data root not made yet: the disk it will be on
             probe = os.path.dirname(probe.rstrip("/")) or "/"

@@ -1,10 +1,12 @@
-"""Process helpers shared by GPU hygiene, the container adapter and the stage runner."""
+"""Process helpers shared by GPU hygiene, the container adapter and the stage runner (stdlib only:
+the runner imports it inside the CI container). The one signal-wait-kill sequence is `stop`."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 def send(pid: int, sig: int) -> None:
@@ -24,13 +26,44 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_gone(pids: Iterable[int], timeout_s: float, poll_s: float = 0.05) -> list[int]:
+# How often /proc is read while waiting for processes to go: a granularity of the wait, not a
+# policy (the graces and waits themselves come from config), so it stays here.
+POLL_S = 0.05
+
+
+def wait_gone(pids: Iterable[int], timeout_s: float, poll_s: float = POLL_S) -> list[int]:
     """Wait until every pid is gone or the timeout passes; returns those still alive."""
     pids = list(pids)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(poll_s)
     return [p for p in pids if alive(p)]
+
+
+def stop(pids: Iterable[int], grace_s: float, kill_wait_s: float, *, first: int = signal.SIGTERM,
+         group: int | None = None, rescan: Callable[[], Iterable[int]] | None = None,
+         on_kill: Callable[[list[int]], None] | None = None) -> list[int]:
+    """`first` (SIGTERM, or SIGINT for a container's exec) to every pid, wait up to grace_s, then
+    SIGKILL what is left and wait up to kill_wait_s. `group`: a process group signalled too (a
+    runner's file); `rescan`: more pids found before each signal (children forked meanwhile);
+    `on_kill`: told who is about to be killed. Returns the pids still alive at the end."""
+    tree = set(pids)
+    for sig, wait_s in ((first, grace_s), (signal.SIGKILL, kill_wait_s)):
+        if group is not None:
+            try:
+                os.killpg(group, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if rescan is not None:
+            tree |= set(rescan())
+        if sig == signal.SIGKILL and on_kill is not None:
+            on_kill(sorted(tree))
+        for pid in tree:
+            send(pid, sig)
+        tree = set(wait_gone(tree, wait_s))
+        if not tree:
+            break
+    return sorted(tree)
 
 
 def descendants(pid: int) -> set[int]:

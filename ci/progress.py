@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -18,12 +19,13 @@ def human_bytes(count: float) -> str:
 class PlainProgress:
     """One line every `interval_s` seconds: what a CI log can hold."""
 
-    def __init__(self, label: str, interval_s: float, stream: TextIO | None = None) -> None:
-        self.label, self.interval_s, self.stream = label, interval_s, stream or sys.stdout
-        self._last = time.monotonic()
+    def __init__(self, label: str, interval_s: float, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.interval_s, self.stream, self.clock = label, interval_s, stream or sys.stdout, clock
+        self._last = clock()
 
     def update(self, done: int, total: int | None) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last >= self.interval_s:
             self._last = now
             of = f" of {human_bytes(total)}" if total else ""

@@ -25,7 +25,6 @@ and so is any value equal to a secret's. A bound keyed by a parameter is a list 
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import json
 import math
 import os
@@ -42,13 +41,13 @@ from typing import Any
 import requests
 
 from ci import github
-from ci.config import EMPTY, ArchSpec, BoundValue, Config, KnownIssue, ReplayConfig
+from ci.config import ARCH_ENV, EMPTY, ArchSpec, BoundValue, Config, KnownIssue, ReplayConfig
 from ci.container import TOOLKIT
 from ci.errors import UserError
 from ci.images import parse_image_name
 from ci.known_issues import touching
 from ci.login import CREDENTIALS_ENV
-from ci.runner import FileResult, RunPlan
+from ci.runner import FileResult, FileStatus, RunPlan
 from ci.secrets import SECRET_ENV
 
 FORMAT = "sgl-ci-replay"
@@ -61,20 +60,12 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
-class Outcome(str, enum.Enum):
-    """A unit's outcome in the report (the runner's statuses)."""
-
-    PASSED = "passed"
-    FLAKY = "flaky"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    NOT_RUN = "not-run"
-
-
-OUTCOMES = frozenset(o.value for o in Outcome)
+# A unit's outcome in the report: the runner's verdicts but disabled (a disabled file is no unit).
+UNIT_OUTCOMES = tuple(v for v in FileStatus if v is not FileStatus.DISABLED)
+OUTCOMES = frozenset(v.value for v in UNIT_OUTCOMES)
 # What `--failed` replays: a failure, a timeout, and a pass that needed a retry (the retry hid a
 # failure; reproducing it is the point). Units that never ran did not fail.
-FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.FLAKY)
+FAILED = (FileStatus.FAILED, FileStatus.TIMEOUT, FileStatus.FLAKY)
 
 
 class RecordError(UserError):
@@ -113,7 +104,7 @@ class ReplayUnit:
     est_time: float
     seconds: float  # the estimate it was partitioned by
     timeout_s: float  # the timeout it ran under
-    status: Outcome
+    status: FileStatus  # one of UNIT_OUTCOMES
     selectors: tuple[str, ...] = ()
     argv: tuple[str, ...] = ()
     cwd: str = ""  # commands: relative to the workspace
@@ -208,7 +199,7 @@ def test_env(config: Config, arch: ArchSpec, env: Mapping[str, str]) -> dict[str
     the arch's), without any secret: not by name, not by value."""
     secret = secret_names(config)
     hidden = {env[name] for name in secret if env.get(name)}
-    merged = {**config.container.env, **config.container.exec.env, **arch.env, "SGL_CI_ARCH": arch.name}
+    merged = {**config.container.base_env, **config.container.exec.env, **arch.env, ARCH_ENV: arch.name}
     return {k: v for k, v in sorted(merged.items()) if k not in secret and v not in hidden}
 
 
@@ -263,7 +254,7 @@ def build_record(config: Config, plan, run_plan: RunPlan, results: Sequence[File
     statuses = [r.status for r in results]
     if [r.path for r in results] != [unit.name for _, _, unit in planned]:
         by_name = {r.path: r.status for r in results}
-        statuses = [by_name.get(unit.name, Outcome.NOT_RUN.value) for _, _, unit in planned]
+        statuses = [by_name.get(unit.name, FileStatus.NOT_RUN) for _, _, unit in planned]
     units = []
     for (job, number, unit), found in zip(planned, statuses):
         command = unit.style == "command"
@@ -271,7 +262,7 @@ def build_record(config: Config, plan, run_plan: RunPlan, results: Sequence[File
         units.append(ReplayUnit(
             unit.name, job.job.suite, number, style, unit.est_time, unit.seconds,
             job.per_file_timeout_s if command else (unit.timeout_s or job.per_file_timeout_s),
-            Outcome(found) if found in OUTCOMES else Outcome.NOT_RUN,
+            found if found in UNIT_OUTCOMES else FileStatus.NOT_RUN,
             unit.selectors, unit.argv, unit.cwd, MappingProxyType(dict(unit.env))))
     session = plan.stage.name.replace("-", "_")
     try:
@@ -510,7 +501,7 @@ def parse_record(text: str, source: str) -> Record:
             raise read.fail(f"{where}.style", f"{_shown(style)} (allowed: unittest, pytest, command)")
         status = unit.get("status")
         if status not in OUTCOMES:
-            raise read.fail(f"{where}.status", f"{_shown(status)} (allowed: {', '.join(o.value for o in Outcome)})")
+            raise read.fail(f"{where}.status", f"{_shown(status)} (allowed: {', '.join(o.value for o in UNIT_OUTCOMES)})")
         argv = read.strings(unit.get("argv", []), f"{where}.argv")
         if style == "command" and not argv:
             raise read.fail(f"{where}.argv", "a command needs its argv")
@@ -519,7 +510,7 @@ def parse_record(text: str, source: str) -> Record:
             raise read.fail(f"{where}.partition", f"{partition} of {suites[suite].partitions} partition(s)")
         units.append(ReplayUnit(read.text(unit, "name", where, empty=False), suite, partition, style,
                                 read.number(unit, "est_time", where), read.number(unit, "seconds", where),
-                                read.number(unit, "timeout_s", where, positive=True), Outcome(status),
+                                read.number(unit, "timeout_s", where, positive=True), FileStatus(status),
                                 read.strings(unit.get("selectors", []), f"{where}.selectors"), argv,
                                 read.text({"cwd": unit.get("cwd", "")}, "cwd", where),
                                 read.env(unit.get("env", {}), f"{where}.env")))

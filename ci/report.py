@@ -7,31 +7,29 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ci.runner import FileResult
+from ci.runner import BROKEN, PASSING, UNRUN, FileResult, FileStatus
 from ci.suites import RegisteredFile
 from ci.thresholds import Checked, headroom_markdown
 
-OK = ("passed", "flaky")
-ICON = {"passed": "✅", "flaky": "⚠️", "failed": "❌", "timeout": "⏱️", "not-run": "⏭️", "disabled": "🚫"}
+ICON = {FileStatus.PASSED: "✅", FileStatus.FLAKY: "⚠️", FileStatus.FAILED: "❌", FileStatus.TIMEOUT: "⏱️", FileStatus.NOT_RUN: "⏭️",
+        FileStatus.DISABLED: "🚫"}
 
 
 def verdict(results: Sequence[FileResult]) -> tuple[int, str]:
     """(exit code, one-line verdict). Zero files run is a failure, never a pass."""
-    ran = [r for r in results if r.status not in ("not-run", "disabled")]
+    ran = [r for r in results if r.status not in UNRUN]
     if not ran:
         return 1, "FAILED: no test file ran"
-    bad = [r for r in results if r.status not in OK and r.status != "disabled"]
-    flaky = [r for r in results if r.status == "flaky"]
-    counts = f"{sum(r.status == 'passed' for r in results)} passed, {len(flaky)} flaky, " \
-             f"{sum(r.status in ('failed', 'timeout') for r in results)} failed, {sum(r.status == 'not-run' for r in results)} not run"
+    bad = [r for r in results if r.status not in PASSING and r.status is not FileStatus.DISABLED]
+    flaky = [r for r in results if r.status is FileStatus.FLAKY]
     if bad:
-        return 1, f"FAILED: {counts}"
-    return 0, f"PASSED: {counts}" + (" (flaky files passed on retry: look at them)" if flaky else "")
+        return 1, f"FAILED: {counts(results)}"
+    return 0, f"PASSED: {counts(results)}" + (" (flaky files passed on retry: look at them)" if flaky else "")
 
 
 def counts(results: Sequence[FileResult]) -> str:
-    return (f"{sum(r.status == 'passed' for r in results)} passed, {sum(r.status == 'flaky' for r in results)} flaky, "
-            f"{sum(r.status in ('failed', 'timeout') for r in results)} failed, {sum(r.status == 'not-run' for r in results)} not run")
+    return (f"{sum(r.status is FileStatus.PASSED for r in results)} passed, {sum(r.status is FileStatus.FLAKY for r in results)} flaky, "
+            f"{sum(r.status in BROKEN for r in results)} failed, {sum(r.status is FileStatus.NOT_RUN for r in results)} not run")
 
 
 def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[RegisteredFile],
@@ -45,13 +43,13 @@ def junit_xml(stage: str, results: Sequence[FileResult], disabled: Sequence[Regi
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=stage, name=r.path, time=f"{r.seconds:.3f}")
         counts["tests"] += 1
-        if r.status in ("failed", "timeout"):
+        if r.status in BROKEN:
             counts["failures"] += 1
-            ET.SubElement(case, "failure", message=r.reason or r.status, type=r.status)
-        elif r.status == "not-run":
+            ET.SubElement(case, "failure", message=r.reason or r.status.value, type=r.status.value)
+        elif r.status is FileStatus.NOT_RUN:
             counts["skipped"] += 1
             ET.SubElement(case, "skipped", message=r.reason or "not run")
-        elif r.status == "flaky":
+        elif r.status is FileStatus.FLAKY:
             ET.SubElement(case, "system-out").text = f"flaky: {r.reason}"
     for f in disabled:
         case = ET.SubElement(suite, "testcase", classname=stage, name=f.path, time="0")
@@ -68,7 +66,7 @@ def durations(results: Sequence[FileResult], previous: dict[str, float]) -> dict
     """Recorded seconds of files that ran to an end (not killed), merged over earlier records."""
     merged = dict(previous)
     for r in results:
-        finished = [a for a in r.attempts if a.verdict != "timeout"]
+        finished = [a for a in r.attempts if a.verdict is not FileStatus.TIMEOUT]
         if finished:
             merged[r.path] = round(finished[-1].seconds, 3)
     return dict(sorted(merged.items()))

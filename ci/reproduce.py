@@ -32,7 +32,7 @@ from ci.arch import (
     probe_device,
     resolve_arch,
 )
-from ci.config import OVERRIDE_ENV, Config, load_config
+from ci.config import ARCH_ENV, OVERRIDE_ENV, Config, load_config
 from ci.container import TOOLKIT
 from ci.errors import ToolFailure, UserError
 from ci.gpu import read_vram
@@ -175,7 +175,7 @@ def select(record: Record, only: Sequence[str] = (), failed: bool = False) -> tu
         picked = tuple(u for u in record.units if u.status in FAILED)
         if not picked:
             counts = ", ".join(f"{sum(u.status is o for u in record.units)} {o.value}"
-                               for o in replay.Outcome if any(u.status is o for u in record.units))
+                               for o in replay.UNIT_OUTCOMES if any(u.status is o for u in record.units))
             raise UserError(f"--failed: no unit of {record.label} failed, timed out or was flaky ({counts}); "
                             f"replay without --failed to run all {len(record.units)}")
         return picked
@@ -214,7 +214,7 @@ def settings_override(record: Record, config: Config, base: Mapping[str, Any]) -
         thresholds.setdefault(t.test, {})[t.metric] = {
             "kind": t.kind, "unit": t.unit, **({"by": t.by} if t.by else {}),
             "default": _bound_yaml(t.default), "arch": {record.arch: _bound_yaml(t.in_force)}}
-    env = {k: v for k, v in record.env.items() if k != "SGL_CI_ARCH"}
+    env = {k: v for k, v in record.env.items() if k != ARCH_ENV}
     top = {"known_issues": issues, "thresholds": thresholds, "container": {"exec": {"env": env}},
            "arches": {"arches": {record.arch: {"env": {k: env[k] for k in arch.env if k in env}}}}}
     return _merge(dict(base), top)

@@ -20,6 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TextIO
 
@@ -27,16 +28,42 @@ from ci import procs
 from ci.procs import descendants
 from ci.secrets import patterns, scrub, values
 
-# Output that says a retry may pass (noisy numbers, slow machines)...
-RETRYABLE = re.compile(r"accuracy|score|latency|throughput|ttft|timed? ?out|TimeoutError", re.IGNORECASE)
-# ...and output that says it will not (a crash is a crash).
-NOT_RETRYABLE = re.compile(r"RuntimeError|out of memory|OutOfMemory|\bOOM\b|Segmentation fault|SIGSEGV|core dumped|"
-                           r"HIP error|CUDA error|ImportError|ModuleNotFoundError|SyntaxError")
 # How the known-issues plugin (ci.known_issues.describe) starts every skip and xfail reason.
 KNOWN_ISSUE_REASON = "known issue on "
 # The line that says what went wrong, for the summary ("AssertionError: throughput 812 < 900").
 ERROR_LINE = re.compile(r"^(?:E\s+)?\w*(?:Error|Exception|Failure)\b:? .*$", re.MULTILINE)
-TAIL_LINES = 200
+
+
+class FileStatus(str, Enum):
+    """A file's status, and an attempt's verdict (passed, failed or timeout only). str-valued: what
+    results.json, replay.json, durations.json and the JUnit XML carry is the value, as before."""
+
+    PASSED = "passed"
+    FLAKY = "flaky"  # passed on a retry
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    NOT_RUN = "not-run"
+    DISABLED = "disabled"
+
+    def __str__(self) -> str:  # f-strings and format() show the value on every Python (3.12 changed the default)
+        return self.value
+
+
+ATTEMPT_VERDICTS = (FileStatus.PASSED, FileStatus.FAILED, FileStatus.TIMEOUT)
+PASSING = (FileStatus.PASSED, FileStatus.FLAKY)
+BROKEN = (FileStatus.FAILED, FileStatus.TIMEOUT)  # counted as failed
+UNRUN = (FileStatus.NOT_RUN, FileStatus.DISABLED)
+
+
+@dataclass(frozen=True)
+class FileRuns:
+    """How each file is treated (config/runner.yaml, passed in plan.json: the runner reads no config)."""
+
+    retryable: str  # a regex (case-insensitive): output that says a retry may pass
+    not_retryable: str  # a regex (case as written): output that says it will not; wins
+    kill_wait_s: float  # after the SIGKILL to a timed-out tree
+    output_drain_s: float  # reading a finished file's leftover output
+    tail_lines: int  # output lines kept for the failure reason
 
 
 @dataclass(frozen=True)
@@ -59,15 +86,17 @@ class RunPlan:
     files: tuple[PlannedFile, ...]
     per_file_timeout_s: float
     stage_timeout_s: float
+    runs: FileRuns
+    kill_grace_s: float  # SIGTERM to a timed-out tree, then SIGKILL (config: stages.yaml)
     retries: int = 0
     continue_on_error: bool = False
     python: str = sys.executable
     arch: str | None = None  # pytest runs load the known-issues plugin for this arch
-    kill_grace_s: float = 1.0  # SIGTERM to a timed-out tree, then SIGKILL (config: stages.yaml)
 
     @staticmethod
     def load(path: Path) -> RunPlan:
         data = json.loads(path.read_text())
+        data["runs"] = FileRuns(**data["runs"])
         data["files"] = tuple(PlannedFile(**{**f, "argv": tuple(f.get("argv", ())), "selectors": tuple(f.get("selectors", ()))})
                               for f in data["files"])
         return RunPlan(**data)
@@ -80,39 +109,37 @@ class RunPlan:
 class Attempt:
     exit_code: int | None
     seconds: float
-    verdict: str  # passed | failed | timeout
+    verdict: FileStatus  # one of ATTEMPT_VERDICTS
     reason: str = ""
     retryable: bool = False
     tests: int | None = None  # what the file's own report says it ran
     failures: int | None = None
+
+    def __post_init__(self) -> None:
+        self.verdict = FileStatus(self.verdict)  # its value read back from JSON is the same verdict; anything else is refused
+        if self.verdict not in ATTEMPT_VERDICTS:
+            raise ValueError(f"an attempt's verdict is one of {', '.join(map(str, ATTEMPT_VERDICTS))}, not {self.verdict}")
 
 
 @dataclass
 class FileResult:
     path: str
     est_time: float
-    status: str  # passed | flaky | failed | timeout | not-run | disabled
+    status: FileStatus
     attempts: list[Attempt] = field(default_factory=list)
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.status = FileStatus(self.status)
 
     @property
     def seconds(self) -> float:
         return sum(a.seconds for a in self.attempts)
 
 
-def kill_tree(process: subprocess.Popen, grace_s: float) -> None:
-    """TERM the process group and every descendant, then KILL what is left."""
-    tree = descendants(process.pid) | {process.pid}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        tree |= descendants(process.pid)
-        for pid in tree:
-            procs.send(pid, sig)
-        if not procs.wait_gone(tree, grace_s if sig == signal.SIGTERM else 5):
-            break
+def kill_tree(process: subprocess.Popen, grace_s: float, kill_wait_s: float) -> None:
+    """TERM the process group and every descendant, then KILL what is left (procs.stop)."""
+    procs.stop({process.pid}, grace_s, kill_wait_s, group=process.pid, rescan=lambda: descendants(process.pid))
 
 
 def known_issue_skips(junit: Path) -> tuple[int, int]:
@@ -162,7 +189,7 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
     stdout = process.stdout
     if stdout is None:  # stdout=PIPE: Popen always opens it
         raise RuntimeError(f"no output pipe from {argv[0]}")
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    tail: deque[str] = deque(maxlen=plan.runs.tail_lines)
     hidden = patterns(values(os.environ))
 
     def pump() -> None:
@@ -179,12 +206,12 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
         code = process.wait(timeout=max(timeout_s, 0.01))
         timed_out = False
     except subprocess.TimeoutExpired:
-        kill_tree(process, plan.kill_grace_s)
+        kill_tree(process, plan.kill_grace_s, plan.runs.kill_wait_s)
         code = process.wait()
         timed_out = True
     seconds = time.monotonic() - started
     # Children that escaped the group may hold the pipe: take what came, do not wait for them.
-    reader.join(timeout=2)
+    reader.join(timeout=plan.runs.output_drain_s)
     if not timed_out:
         try:  # a server the file started and left running in its group goes with it
             os.killpg(process.pid, signal.SIGKILL)
@@ -192,38 +219,38 @@ def run_once(plan: RunPlan, file: PlannedFile, timeout_s: float, log: TextIO, ou
             pass
     output = "".join(tail)
     if timed_out:
-        return Attempt(code, seconds, "timeout", f"killed after {timeout_s:.0f} s", retryable=True)
+        return Attempt(code, seconds, FileStatus.TIMEOUT, f"killed after {timeout_s:.0f} s", retryable=True)
     if file.style == "command":  # a command (its own runner) reports through its exit code alone
         tests, failures = None, None
     else:
         tests, failures = _own_report(file.style, output, junit)
     if code != 0:
-        crash = NOT_RETRYABLE.search(output)
+        crash = re.search(plan.runs.not_retryable, output)
         errors = ERROR_LINE.findall(output)
         why = f"exit code {code}" + (f": {errors[-1].strip()[:200]}" if errors else f" ({crash.group(0)})" if crash else "")
-        return Attempt(code, seconds, "failed", why,
-                       retryable=not crash and bool(RETRYABLE.search(output)), tests=tests, failures=failures)
+        return Attempt(code, seconds, FileStatus.FAILED, why,
+                       retryable=not crash and bool(re.search(plan.runs.retryable, output, re.IGNORECASE)), tests=tests, failures=failures)
     if file.style == "command":
-        return Attempt(code, seconds, "passed")
+        return Attempt(code, seconds, FileStatus.PASSED)
     if failures:
-        return Attempt(code, seconds, "failed", f"exit code 0 but its own report shows {failures} failure(s)",
+        return Attempt(code, seconds, FileStatus.FAILED, f"exit code 0 but its own report shows {failures} failure(s)",
                        tests=tests, failures=failures)
     if tests is None:
-        return Attempt(code, seconds, "failed", "exit code 0 but it reported no test results", tests=tests)
+        return Attempt(code, seconds, FileStatus.FAILED, "exit code 0 but it reported no test results", tests=tests)
     if tests == 0:
         skipped, known = known_issue_skips(junit) if file.style == "pytest" else (0, 0)
         if known and known == skipped:
-            return Attempt(code, seconds, "passed", f"all {known} test(s) skipped or xfailed by known issues",
+            return Attempt(code, seconds, FileStatus.PASSED, f"all {known} test(s) skipped or xfailed by known issues",
                            tests=0, failures=0)
-        return Attempt(code, seconds, "failed", "exit code 0 but it ran zero tests", tests=0, failures=0)
-    return Attempt(code, seconds, "passed", tests=tests, failures=failures)
+        return Attempt(code, seconds, FileStatus.FAILED, "exit code 0 but it ran zero tests", tests=0, failures=0)
+    return Attempt(code, seconds, FileStatus.PASSED, tests=tests, failures=failures)
 
 
 def run_plan(plan: RunPlan, out: TextIO = sys.stdout, clock=time.monotonic) -> list[FileResult]:
     report_dir = Path(plan.report_dir)
     (report_dir / "logs").mkdir(parents=True, exist_ok=True)
     deadline = clock() + plan.stage_timeout_s
-    results = [FileResult(f.path, f.est_time, "not-run") for f in plan.files]
+    results = [FileResult(f.path, f.est_time, FileStatus.NOT_RUN) for f in plan.files]
     stop_reason = ""
     for index, (file, result) in enumerate(zip(plan.files, results), 1):
         if stop_reason:
@@ -241,19 +268,19 @@ def run_plan(plan: RunPlan, out: TextIO = sys.stdout, clock=time.monotonic) -> l
                   f"{', retry ' + str(attempt_number) if attempt_number else ''})", file=out, flush=True)
             with open(report_dir / "logs" / f"{safe}.{attempt_number}.log", "w") as log:
                 attempt = run_once(plan, file, timeout, log, out, report_dir / "logs" / f"{safe}.{attempt_number}.xml")
-            if attempt.verdict == "timeout" and timeout < per_file:
+            if attempt.verdict is FileStatus.TIMEOUT and timeout < per_file:
                 attempt.reason = f"stage timeout reached after {attempt.seconds:.0f} s"
                 attempt.retryable = False
                 stop_reason = f"stage timeout ({plan.stage_timeout_s / 60:g} min) reached"
             result.attempts.append(attempt)
-            if attempt.verdict == "passed" or not attempt.retryable or stop_reason:
+            if attempt.verdict is FileStatus.PASSED or not attempt.retryable or stop_reason:
                 break
         last = result.attempts[-1] if result.attempts else None
         if last is None:
             result.reason = stop_reason
-        elif last.verdict == "passed":
-            result.status = "flaky" if len(result.attempts) > 1 else "passed"
-            result.reason = "passed on retry after: " + result.attempts[0].reason if result.status == "flaky" else last.reason
+        elif last.verdict is FileStatus.PASSED:
+            result.status = FileStatus.FLAKY if len(result.attempts) > 1 else FileStatus.PASSED
+            result.reason = "passed on retry after: " + result.attempts[0].reason if result.status is FileStatus.FLAKY else last.reason
         else:
             result.status = last.verdict
             result.reason = last.reason
@@ -284,7 +311,7 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m ci.runner PLAN.json", file=sys.stderr)
         return 2
     results = run_plan(RunPlan.load(Path(argv[0])))
-    return 0 if results and all(r.status in ("passed", "flaky") for r in results) else 1
+    return 0 if results and all(r.status in PASSING for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -59,8 +59,10 @@ class SmokeResult:
                           f"`{' '.join(self.argv)}`: {self.reason}", "", *(rows if self.ranks else [])]) + "\n"
 
 
-def smoke_argv(spec: SmokeTest, gpus: int, backend: str | None = None) -> tuple[str, ...]:
-    values = {"gpus": str(gpus), "backend": backend or spec.backend, "timeout_s": f"{spec.timeout_s:g}"}
+def smoke_argv(spec: SmokeTest, gpus: int, toolkit: str, backend: str | None = None) -> tuple[str, ...]:
+    """config's argv with its placeholders filled; `toolkit`: where the toolkit is mounted in the container."""
+    values = {"gpus": str(gpus), "backend": backend or spec.backend, "timeout_s": f"{spec.timeout_s:g}",
+              "elements": str(spec.elements), "toolkit": toolkit}
     out = []
     for arg in spec.argv:
         for name, value in values.items():
@@ -97,9 +99,9 @@ def judge(gpus: int, exit_code: int, timed_out: bool, text: str, seconds: float,
     return SmokeResult(False, gpus, seconds, "collective smoke test failed: " + why, tuple(ranks), argv)
 
 
-def run_smoke(executor: Executor, spec: SmokeTest, gpus: int, env: Mapping[str, str], out=None,
+def run_smoke(executor: Executor, spec: SmokeTest, gpus: int, toolkit: str, env: Mapping[str, str], out=None,
               backend: str | None = None) -> SmokeResult:
-    argv = smoke_argv(spec, gpus, backend)
+    argv = smoke_argv(spec, gpus, toolkit, backend)
     sink = _Collect(out)
     started = time.monotonic()
     outcome = executor.run_exec(list(argv), dict(env), spec.workdir, sink, spec.timeout_s)

@@ -29,7 +29,7 @@ from ci.known_issues import touching
 from ci.outcome import JUNIT_PROPERTY, JUNIT_REASON, FailureClass, Outcome, classify
 from ci.plan import StagePlan, job_chart
 from ci.report import counts, junit_xml, summary_markdown
-from ci.runner import FileResult, PlannedFile, RunPlan
+from ci.runner import FileResult, FileRuns, FileStatus, PlannedFile, RunPlan
 from ci.schema import MAX_CONFIG_BYTES
 from ci.secrets import scrub
 from ci.secrets import values as secret_values
@@ -81,6 +81,11 @@ def variant_of(plan: StagePlan) -> str:
     return variants[0]
 
 
+def file_runs(config: Config) -> FileRuns:
+    """config/runner.yaml as the runner gets it in plan.json (it reads no config itself)."""
+    return FileRuns(**asdict(config.runner))
+
+
 def container_path(workspace: Path, host_path: Path, workdir: str) -> str:
     """Where a path under the workspace appears in the container (the workspace is mounted at workdir)."""
     try:
@@ -111,6 +116,7 @@ def run_stage(config: Config, plan: StagePlan, options: StageOptions, env: Mappi
         python="python3",
         arch=arch.name,
         kill_grace_s=plan.stage.kill_grace_s,
+        runs=file_runs(config),
     )
     write_under(options.workspace, report_dir / "plan.json", json.dumps(asdict(run_plan), indent=1))
     (report_dir / "results.json").unlink(missing_ok=True)
@@ -199,7 +205,7 @@ def _report(config: Config, plan: StagePlan, options: StageOptions, env: Mapping
     if installed is not None and not installed.ok:  # not the tests' fault: a class of its own
         infra = f"{installed.failure}; no test file ran"
     stuck = (health.stuck_gpu(config, health.engine_host(client, config))
-             if any(r.status == "timeout" for r in results) and not (infra or cancelled or lost) else None)
+             if any(r.status is FileStatus.TIMEOUT for r in results) and not (infra or cancelled or lost) else None)
     judged = classify(health.attempted(results), config.health.classify.gpu_hang_exit_codes, infrastructure=infra,
                       cancelled=cancelled, stuck_gpu=stuck, lost_container=lost)
     if runner_code not in (None, 0, 1) and judged.failure_class is FailureClass.PASSED:
@@ -257,7 +263,7 @@ def _execute(config: Config, plan: StagePlan, run_plan: RunPlan, options: StageO
         gpus = health.job_gpus(plan)
         if installed.ok and gpus >= config.health.smoke.min_gpus:
             with github.group("collective smoke test", env, out):
-                smoked = run_smoke(containers, config.health.smoke, gpus, exec_env(config.container, arch), out)
+                smoked = run_smoke(containers, config.health.smoke, gpus, config.container.toolkit_target, exec_env(config.container, arch), out)
                 print(f"smoke test: {smoked.reason}", file=out, flush=True)
         if installed.ok and (smoked is None or smoked.ok):
             watchdog = threading.Timer(run_plan.stage_timeout_s + plan.stage.hard_deadline_margin_s, containers.stop)
@@ -308,12 +314,12 @@ def _results(workspace: Path, report_dir: Path, run_plan: RunPlan, runner_code: 
             results = results_from_text(text)
             if stopped:
                 for result in results:
-                    if result.status == "not-run" and not result.reason:
+                    if result.status is FileStatus.NOT_RUN and not result.reason:
                         result.reason = f"{stopped} before it ran to an end"
             return results
     except (UnsafePath, ValueError) as exc:
         why = f"the runner's results could not be read: {exc}"
-    return [FileResult(f.path, f.est_time, "not-run", reason=why) for f in run_plan.files]
+    return [FileResult(f.path, f.est_time, FileStatus.NOT_RUN, reason=why) for f in run_plan.files]
 
 
 def _records(workspace: Path, path: Path) -> tuple[list, int]:

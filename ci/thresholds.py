@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ci.config import BoundValue, Config, MetricBound, load_config
+from ci.config import ARCH_ENV, BoundValue, Config, MetricBound, load_config
 from ci.errors import UserError
 
-ARCH_ENV = "SGL_CI_ARCH"  # set by our runner and kernel-tests inside the container
 AMD_ENV = "SGLANG_IS_IN_CI_AMD"
 LOG_ENV = "SGL_CI_THRESHOLD_LOG"  # JSON lines, read back by the stage report
 

@@ -13,13 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ci.errors import ToolFailure
-from ci.runner import Attempt, FileResult
+from ci.runner import ATTEMPT_VERDICTS, Attempt, FileResult, FileStatus
 from ci.thresholds import Bound, Checked
 
 # What the runner writes is small (a line per file and per check); far past that is tampering.
 MAX_READ_BYTES = 64 * 1024 * 1024
-STATUSES = ("passed", "flaky", "failed", "timeout", "not-run", "disabled")
-VERDICTS = ("passed", "failed", "timeout")
+STATUSES = frozenset(v.value for v in FileStatus)
+VERDICTS = frozenset(v.value for v in ATTEMPT_VERDICTS)
 
 
 class UnsafePath(ToolFailure):
@@ -139,10 +139,10 @@ def results_from_text(text: str) -> list[FileResult]:
             for count, label in ((tests, "tests"), (failures, "failures")):
                 if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
                     raise ValueError(f"{label} is not a whole number")
-            attempts.append(Attempt(code, float(_number(a.get("seconds"), "seconds")), verdict,
+            attempts.append(Attempt(code, float(_number(a.get("seconds"), "seconds")), FileStatus(verdict),
                                     _text(a.get("reason", ""), "reason"), bool(a.get("retryable", False)), tests, failures))
         results.append(FileResult(_text(entry.get("path"), "path"), float(_number(entry.get("est_time"), "est_time")),
-                                  status, attempts, _text(entry.get("reason", ""), "reason")))
+                                  FileStatus(status), attempts, _text(entry.get("reason", ""), "reason")))
     return results
 
 

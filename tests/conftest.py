@@ -4,6 +4,7 @@ rather than skipping."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -82,6 +83,20 @@ def small_config(tmp_path_factory):
     from ci.config import load_config
 
     return load_config(make_small_config_dir(tmp_path_factory.mktemp("small") / "config"), env={})
+
+
+@pytest.fixture
+def fake_kfd(tmp_path):
+    """A character device node of our own (same numbers as /dev/null), standing in for /dev/kfd:
+    what GPU hygiene and the preflight look for holders of, on a box with no GPU."""
+    node = tmp_path / "kfd"
+    try:
+        os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))
+    except PermissionError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mknod needs root under CI=true")
+        pytest.skip("mknod needs root")
+    return node
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:
@@ -168,3 +183,16 @@ def docker():
 
 
 pytest_plugins = ["pytester"]
+
+
+KILL_GRACE_S = 1.0  # the runner tests' stage setting (stages.yaml kill_grace_s): a second, as the fixture stages have
+
+
+@functools.cache
+def file_runs():
+    """config/runner.yaml as a stage passes it to the runner (ci.stage.file_runs), for tests that run
+    ci.runner directly."""
+    from ci.config import load_config
+    from ci.stage import file_runs as from_config
+
+    return from_config(load_config(CONFIG, env={}))

@@ -17,10 +17,10 @@ from ci.suites import RegisteredFile
 from tests.conftest import CONFIG as CONFIG_DIR
 from tests.conftest import FIXTURES
 
-FLEET = FIXTURES / "runners-override.yaml"
+FLEET = FIXTURES / "auto-partitions.yaml"  # the fleet and the fx-auto stage, numbers checked by hand
 CONFIG = load_config(env={"SGL_CI_CONFIG_OVERRIDE": str(FLEET)})
-EXTRA = CONFIG.stage("extra")
-JOB = EXTRA.job("extra-a-test-1-gpu-small-amd")  # auto, 1 GPU, 45 min: budget 0.8 x 45 x 60 = 2160 s
+EXTRA = CONFIG.stage("fx-auto")
+JOB = EXTRA.job("fx-auto-test-1-gpu-small-amd")  # auto, 1 GPU, 45 min: budget 0.8 x 45 x 60 = 2160 s
 
 
 def files(*seconds: float) -> list[RegisteredFile]:
@@ -29,7 +29,7 @@ def files(*seconds: float) -> list[RegisteredFile]:
 
 def plan(arch: str, estimates, recorded=None, config=CONFIG, job=JOB):
     problems: list[str] = []
-    made = plan_job(config, config.stage("extra"), job, config.arch(arch), files(*estimates), [], recorded or {}, problems)
+    made = plan_job(config, config.stage("fx-auto"), job, config.arch(arch), files(*estimates), [], recorded or {}, problems)
     if problems:
         raise BudgetProblems(problems)
     return made
@@ -63,14 +63,14 @@ def test_the_count_is_capped_by_the_runners_behind_the_label():
     capped = plan("mi325", [100] * 10, measured)
     assert capped.total == 8 and "measured estimates fit no partition count up to 8" in capped.notes[0]
     # a stage's max_partitions below the runners caps first
-    tight = dataclasses.replace(CONFIG, stages={**CONFIG.stages, "extra": dataclasses.replace(EXTRA, max_partitions=4)})
+    tight = dataclasses.replace(CONFIG, stages={**CONFIG.stages, "fx-auto": dataclasses.replace(EXTRA, max_partitions=4)})
     with pytest.raises(BudgetProblems, match=r"no partition count up to max_partitions 4 fits the budget of 2160 s"):
         plan("mi300", [1700] * 10, config=tight)
 
 
 def test_estimates_measured_then_est_time_then_the_suite_mean(tmp_path):
     override = tmp_path / "o.yaml"
-    override.write_text(yaml.safe_dump({"suites": {
+    override.write_text(yaml.safe_dump({**yaml.safe_load(FLEET.read_text()), "suites": {
         "files": {JOB.suite: [{"path": "t/listed.py"}, {"path": "t/known.py", "est_time": 50}]},
         "est_time_overrides": {"mi300": {"t/f1.py": 700}}}}))
     config = load_config(CONFIG_DIR, env={"SGL_CI_CONFIG_OVERRIDE": str(override)})
@@ -97,7 +97,7 @@ def test_the_plan_shows_count_makespan_bound_budget_and_a_chart(tmp_path, monkey
             "(max_partitions 16 (16 runner(s) behind linux-mi300-1gpu-sglang)): 3") in text
     markdown = "\n".join(render_plan_markdown(stage))
     assert "```text" in markdown and markdown.count("```mermaid\ngantt") == 1
-    assert "title extra-a-test-1-gpu-small-amd on mi300  3 partition(s), makespan 1600 s, bound 1500 s, budget 2160 s" in markdown
+    assert "title fx-auto-test-1-gpu-small-amd on mi300  3 partition(s), makespan 1600 s, bound 1500 s, budget 2160 s" in markdown
     assert "budget 2160 s :done, budget, 0, 2160s" in markdown
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ci.config import load_config
+from ci.images import nightly_tag
 from ci.install import source_fingerprint
-from ci.sandbox import drop_tag
+from demo.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.images import python_image
 from tests.support.registry import start_registry
@@ -43,7 +45,8 @@ def test_build_push_then_mirror(docker, tmp_path):
     public = start_registry(tmp_path / "public", user=USER, password=TOKEN)
     lan = start_registry(tmp_path / "lan")
     today = dt.datetime.now(dt.timezone.utc).date()
-    tag = f"v0.5.10-rocm720-mi35x-{today:%Y%m%d}"
+    shipped = load_config(env={})
+    tag = nightly_tag(shipped.images, "v0.5.10", "rocm720", shipped.arch("mi355").image_arch, today)
     try:
         output = tmp_path / "github_output"
         env = base_env(GITHUB_WORKSPACE=str(tmp_path), PUBLIC_DOCKER_REGISTRY=public.address, GITHUB_OUTPUT=str(output),

@@ -128,6 +128,16 @@ SIZED_8_GPU = "stage-c-test-large-8-gpu-amd, arches: [mi300, mi325], gpus: 8, pa
         ("kernels.yaml", "score_ulps: 8", "score_ulps: true", "topk_sigmoid.score_ulps: must be an integer, got True"),
         ("kernels.yaml", "score_ulps: 8", "tie_ulps: 8", "topk_sigmoid.tie_ulps: unknown key 'tie_ulps'"),
         ("kernels.yaml", "weight_atol: 1.0e-3", "weight_atol: 0.5", "topk_sigmoid.weight_atol: must be <= 0.1, got 0.5"),
+        ("container.yaml", "{source: $TOOLKIT, target: /sgl-ci, read_only: true}", "{source: /opt/tk, target: /sgl-ci, read_only: true}",
+         "mounts: needs exactly one mount of $TOOLKIT (the runner, the known-issues plugin and the smoke test run from it), found 0"),
+        ("container.yaml", "{source: $TOOLKIT, target: /sgl-ci, read_only: true}", "{source: $TOOLKIT, target: /sgl-ci}",
+         "mounts[1].read_only: the toolkit is mounted read-only"),
+        ("container.yaml", "{source: $WORKSPACE, target: /sglang-checkout}", "{source: $WORKSPACE, target: /work}",
+         "mounts: needs exactly one mount of $WORKSPACE, at workdir /sglang-checkout"),
+        ("container.yaml", "kill_wait_s: 5 ", "kill_wait_s: -1 ", "hygiene.kill_wait_s: must be >= 0, got -1"),
+        ("runner.yaml", "retryable: 'accuracy|", "retryable: '(accuracy|", "retryable: must be a valid regular expression"),
+        ("runner.yaml", "tail_lines: 200", "tail_lines: 0", "tail_lines: must be > 0, got 0"),
+        ("health.yaml", '"{toolkit}/ci/allreduce_smoke.py"', '"{toolkits}/ci/allreduce_smoke.py"', "smoke.argv[5]: unknown placeholder {toolkits}"),
     ],
 )
 def test_bad_config_names_file_line_and_key_path(config_dir, filename, old, new, expected):

@@ -13,7 +13,7 @@ import pytest
 from ci.config import load_config
 from ci.pull import Puller
 from ci.runner import PlannedFile, RunPlan, run_plan
-from tests.conftest import ROOT
+from tests.conftest import KILL_GRACE_S, ROOT, file_runs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,7 +38,8 @@ def plan(tmp_path, files):
     for name, text in files.items():
         (root / name).write_text(text)
     return RunPlan("s", str(root), str(tmp_path / "reports"),
-                   tuple(PlannedFile(name, 1, "pytest") for name in files), 60, 120, python=sys.executable, arch="mi300")
+                   tuple(PlannedFile(name, 1, "pytest") for name in files), 60, 120, file_runs(), KILL_GRACE_S, python=sys.executable,
+                   arch="mi300")
 
 
 def test_a_file_entirely_skipped_by_known_issues_is_reported_as_such(tmp_path, known_issue_config):

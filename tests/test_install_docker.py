@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ci import demo
 from ci.config import load_config
+from demo import run as demo
 from tests.conftest import base_env, run_door
 from tests.support.health import NO_GPU_HEALTH
 from tests.support.images import python_image
@@ -213,7 +213,7 @@ def test_a_stage_whose_install_fails_runs_no_file_and_exits_3(job, tmp_path):
 
 PIN = {"name": "pin", "kind": "pin", "timeout_s": 60,
        "pin": {"distribution": "sglang", "dockerfile": "docker/rocm.Dockerfile", "stage": "{gfx}{stage_suffix}",
-               "arg": "SGLANG_COMMIT_DEFAULT", "keep_pattern": r"dev|\+g[0-9a-f]+", "override_env": "SGLANG_COMMIT_OVERRIDE"},
+               "arg": "SGLANG_COMMIT_DEFAULT", "lookahead_lines": 20, "keep_pattern": r"dev|\+g[0-9a-f]+", "override_env": "SGLANG_COMMIT_OVERRIDE"},
        "run": [["python3", "-c", "import sys; print('rebuilding at', sys.argv[1])", "{pin}"]]}
 
 

@@ -16,9 +16,9 @@ from ci.errors import ExitCode
 from ci.health import attempted
 from ci.outcome import JUNIT_PROPERTY, FailureClass, class_of_exit_code, classify
 from ci.report import counts, junit_xml
-from ci.runner import PlannedFile, RunPlan, run_plan
+from ci.runner import FileResult, FileStatus, PlannedFile, RunPlan, run_plan
 from ci.smoke import judge, run_smoke
-from tests.conftest import ROOT
+from tests.conftest import KILL_GRACE_S, ROOT, file_runs
 
 CONFIG = load_config(env={})
 HANG = CONFIG.health.classify.gpu_hang_exit_codes
@@ -42,7 +42,7 @@ def run_files(tmp_path, names):
     root.mkdir()
     for name in names:
         (root / name).write_text(FILES[name])
-    plan = RunPlan("stage", str(root), str(tmp_path / "reports"), tuple(PlannedFile(n, 1.0) for n in names), 60, 600,
+    plan = RunPlan("stage", str(root), str(tmp_path / "reports"), tuple(PlannedFile(n, 1.0) for n in names), 60, 600, file_runs(), KILL_GRACE_S,
                    retries=1, continue_on_error=True, python=sys.executable)
     return run_plan(plan, out=open("/dev/null", "w"))
 
@@ -78,7 +78,7 @@ def test_flaky_and_passed(tmp_path):
     ({"cancelled": "interrupted (SIGTERM)", "infrastructure": "pull failed"}, FailureClass.CANCELLED),
 ])
 def test_reasons_from_the_stage(tmp_path, reasons, expected):
-    files = [type("R", (), {"path": "slow.py", "status": "timeout", "attempts": []})()]
+    files = [FileResult("slow.py", 60, FileStatus.TIMEOUT)]
     outcome = classify(attempted(files), HANG, **reasons)
     assert outcome.failure_class is expected
     assert outcome.exit_code == {FailureClass.INFRASTRUCTURE: 3, FailureClass.CANCELLED: 130}[expected]
@@ -86,7 +86,7 @@ def test_reasons_from_the_stage(tmp_path, reasons, expected):
 
 
 def test_a_timeout_alone_is_the_tests_failure():
-    files = [type("R", (), {"path": "slow.py", "status": "timeout", "attempts": []})()]
+    files = [FileResult("slow.py", 60, FileStatus.TIMEOUT)]
     assert classify(attempted(files), HANG).failure_class is FailureClass.TEST
 
 
@@ -103,7 +103,7 @@ class LocalExec:
         import subprocess
 
         from ci.container import ExecOutcome
-        argv = [sys.executable if a == "python3" else a.replace("/sgl-ci", str(ROOT)) for a in argv]
+        argv = [sys.executable if a == "python3" else a for a in argv]
         process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
@@ -123,7 +123,7 @@ def test_smoke_test_all_reduce_on_the_cpu_stand_in(tmp_path):
     stage's (argv from config, the exec path, the timeout, each rank's line)."""
     pytest.importorskip("torch", reason="torch (CPU build) is a test extra")
     spec = CONFIG.health.smoke.__class__(**{**CONFIG.health.smoke.__dict__, "workdir": str(tmp_path), "timeout_s": 120})
-    result = run_smoke(LocalExec(), spec, 2, {}, backend="gloo")
+    result = run_smoke(LocalExec(), spec, 2, str(ROOT), {}, backend="gloo")  # the toolkit here is this checkout
     assert result.ok, result.reason
     assert [r["rank"] for r in result.ranks] == [0, 1] and all(r["sum"] == 3.0 for r in result.ranks)
     assert result.reason.startswith("all-reduce across 2 rank(s) (gloo) gave the exact sum")

@@ -39,19 +39,6 @@ time.sleep(600)
 """
 
 
-@pytest.fixture
-def fake_kfd(tmp_path):
-    """A character device of our own (the numbers of /dev/null) standing in for /dev/kfd."""
-    node = tmp_path / "kfd"
-    try:
-        os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))
-    except PermissionError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mknod needs root under CI=true")
-        pytest.skip("mknod needs root")
-    return node
-
-
 def hold(path, namespace=False):
     argv = [sys.executable, "-c", HOLDER, str(path)]
     if namespace:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 from ci.progress import BarProgress, PlainProgress, human_bytes, progress_for
 
@@ -23,9 +22,12 @@ def test_a_terminal_gets_a_bar_and_a_log_gets_lines():
 
 def test_plain_lines_come_at_the_interval_only():
     log = io.StringIO()
-    plain = PlainProgress("pull x", 0.2, log)
+    now = [100.0]
+    plain = PlainProgress("pull x", 0.2, log, clock=lambda: now[0])
     plain.update(1, 10)  # too soon: nothing
-    time.sleep(0.25)
+    now[0] += 0.19
+    plain.update(2, 10)  # still too soon
+    now[0] += 0.01
     plain.update(3 * 2**20, 9 * 2**20)
     plain.update(4 * 2**20, 9 * 2**20)  # too soon again
     assert log.getvalue() == "pull x: 3.0 MiB of 9.0 MiB\n"

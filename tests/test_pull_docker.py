@@ -21,7 +21,7 @@ from ci.errors import ToolFailure
 from ci.images import ImageName, candidate_images
 from ci.pull import Puller, pull_image
 from ci.registry import connect, local_image
-from ci.sandbox import drop_tag
+from demo.sandbox import drop_tag
 from tests.conftest import base_env, run_door
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.registry import Registry, build_image, start_registry

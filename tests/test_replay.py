@@ -27,11 +27,11 @@ from ci.errors import UserError
 from ci.images import ImageName
 from ci.plan import build_plan, load_tree
 from ci.pull import PullOutcome
-from ci.replay import Commit, Outcome, RecordError
+from ci.replay import Commit, RecordError
 from ci.report import write_reports
 from ci.reproduce import Box, Verdict
-from ci.runner import FileResult, RunPlan
-from ci.stage import partition_label, planned_files
+from ci.runner import FileResult, FileStatus, RunPlan
+from ci.stage import file_runs, partition_label, planned_files
 from tests.conftest import (
     FIXTURES,
     ROOT,
@@ -100,7 +100,7 @@ def runner_plan(world, plan, retries=2, continue_on_error=True) -> RunPlan:
     return RunPlan(stage=partition_label(plan), test_root="/sglang-checkout/test/registered",
                    report_dir="/sglang-checkout/ci-reports/x", files=planned_files(config, plan, workspace),
                    per_file_timeout_s=max(j.per_file_timeout_s for j in plan.jobs),
-                   stage_timeout_s=plan.timeout_minutes * 60, retries=retries, continue_on_error=continue_on_error,
+                   stage_timeout_s=plan.timeout_minutes * 60, runs=file_runs(config), retries=retries, continue_on_error=continue_on_error,
                    python="python3", arch="mi300", kill_grace_s=plan.stage.kill_grace_s)
 
 
@@ -346,14 +346,14 @@ def test_failed_picks_exactly_the_failed_timed_out_and_flaky_units_in_order(worl
     record, _ = record_of(world)
     picked = reproduce.select(record, failed=True)
     assert [u.name for u in picked] == [u.name for u in record.units if u.status.value in ("failed", "timeout", "flaky")]
-    assert {u.status for u in picked} == {Outcome.FAILED, Outcome.TIMEOUT, Outcome.FLAKY}
+    assert {u.status for u in picked} == {FileStatus.FAILED, FileStatus.TIMEOUT, FileStatus.FLAKY}
     everything = reproduce.select(record)
     assert everything == record.units
 
 
 def test_failed_with_nothing_failed_is_an_error_that_says_what_there_was(world):
     record, _ = record_of(world)
-    passed = type(record)(**{**record.__dict__, "units": tuple(u for u in record.units if u.status is Outcome.PASSED)})
+    passed = type(record)(**{**record.__dict__, "units": tuple(u for u in record.units if u.status is FileStatus.PASSED)})
     with pytest.raises(UserError, match=r"--failed: no unit of fx-a failed, timed out or was flaky \(\d+ passed\); "
                                         r"replay without --failed"):
         reproduce.select(passed, failed=True)

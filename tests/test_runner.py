@@ -15,6 +15,7 @@ import pytest
 
 from ci import procs
 from ci.runner import PlannedFile, RunPlan, read_results, run_plan
+from tests.conftest import KILL_GRACE_S, file_runs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,7 +53,7 @@ def make_plan(tmp_path: Path, files: dict[str, str], timeout_s: float = 30, stag
         (root / name).write_text(text)
     return RunPlan("stage-t", str(root), str(tmp_path / "reports"),
                    tuple(PlannedFile(name, 10, (styles or {}).get(name, "unittest")) for name in files),
-                   timeout_s, stage_s, retries, continue_on_error)
+                   timeout_s, stage_s, file_runs(), KILL_GRACE_S, retries, continue_on_error)
 
 
 def by_path(results):

@@ -21,7 +21,7 @@ from ci.container import Containers, HostView, build_spec, exit_code_of
 from ci.errors import ExitCodeUnknown
 from ci.pull import Puller
 from ci.runner import PlannedFile, RunPlan, run_plan
-from tests.conftest import base_env, run_door
+from tests.conftest import KILL_GRACE_S, base_env, file_runs, run_door
 
 CONFIG = load_config(env={})
 CANARY = "hf_Cän+/9d2e1f0a7b6c5d4e"  # non-ASCII: its JSON-escaped form differs
@@ -149,11 +149,26 @@ class FakeClient:
         return type("C", (), {"id": "c1", "name": name})()
 
 
-def test_exec_gets_the_secret_the_container_config_never_does(monkeypatch):
-    monkeypatch.setattr("time.sleep", lambda s: None)
+class Clock:
+    """A clock the waits read and advance: no test sleeps for real."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_exec_gets_the_secret_the_container_config_never_does():
     api = FakeApi(output=f"token={CANARY}\n".encode())
     sink = io.BytesIO()
-    containers = Containers(FakeClient(api), CONFIG.container, secrets={"HF_TOKEN": CANARY, "OTHER": "x"})
+    clock = Clock()
+    containers = Containers(FakeClient(api), CONFIG.container, secrets={"HF_TOKEN": CANARY, "OTHER": "x"},
+                            clock=clock, sleep=clock.sleep)
     assert containers.exec(["python3", "-V"], {"A": "1"}, "/w", sink) == 0
     assert api.created[0]["env"] == {"A": "1", "HF_TOKEN": CANARY}  # by name from config, nothing else
     assert sink.getvalue() == b"token=***\n"
@@ -163,11 +178,17 @@ def test_exec_gets_the_secret_the_container_config_never_does(monkeypatch):
                                           ({"Running": False, "ExitCode": None}, "exit code None"),
                                           ({"Running": False}, "exit code None"),
                                           ({"Running": False, "ExitCode": "0"}, "exit code '0'")])
-def test_an_unknown_exit_code_is_a_failure_never_zero(monkeypatch, inspect, why):
-    monkeypatch.setattr("time.sleep", lambda s: None)
-    containers = Containers(FakeClient(FakeApi(inspect=inspect)), CONFIG.container)
+def test_an_unknown_exit_code_is_a_failure_never_zero(inspect, why):
+    clock = Clock()
+    containers = Containers(FakeClient(FakeApi(inspect=inspect)), CONFIG.container, clock=clock, sleep=clock.sleep)
     with pytest.raises(ExitCodeUnknown, match=why):
         containers.exec(["sh", "-c", "exit 0"], {}, "/", io.BytesIO())
+    spec = CONFIG.container.exec  # a still-running exec is asked again for exit_code_wait_s, every exit_code_poll_s
+    if inspect["Running"]:
+        assert set(clock.slept) == {spec.exit_code_poll_s}
+        assert spec.exit_code_wait_s <= sum(clock.slept) < spec.exit_code_wait_s + spec.exit_code_poll_s
+    else:
+        assert clock.slept == []
     assert exit_code_of({"Running": False, "ExitCode": 3}, ["x"], "c") == 3
 
 
@@ -179,7 +200,7 @@ def test_the_runner_scrubs_what_a_test_prints(tmp_path, monkeypatch):
     root = tmp_path / "tests"
     root.mkdir()
     (root / "test_leak.py").write_text(leak)
-    plan = RunPlan("s", str(root), str(tmp_path / "reports"), (PlannedFile("test_leak.py", 1),), 30, 60, python=sys.executable)
+    plan = RunPlan("s", str(root), str(tmp_path / "reports"), (PlannedFile("test_leak.py", 1),), 30, 60, file_runs(), KILL_GRACE_S, python=sys.executable)
     out = io.StringIO()
     results = run_plan(plan, out)
     written = "".join(p.read_text() for p in (tmp_path / "reports").rglob("*") if p.is_file())

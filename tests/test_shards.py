@@ -25,7 +25,7 @@ from ci.runner import RunPlan, run_plan
 from ci.shards import CaseClass, discover, discover_file, plan_shards, shard_timeout
 from ci.stage import planned_files
 from tests.conftest import CONFIG as CONFIG_DIR
-from tests.conftest import ROOT
+from tests.conftest import KILL_GRACE_S, ROOT, file_runs
 
 CONFIG = load_config(env={})
 BASES = tuple(CONFIG.durations.splitting.testcase_bases)
@@ -213,7 +213,7 @@ def test_a_real_split_run_two_shards_in_two_processes(tmp_path, monkeypatch):
     log = tmp_path / "split.log"
     monkeypatch.setenv("SPLIT_LOG", str(log))
     reports = tmp_path / "reports"
-    runner = RunPlan("stage-a", str(root), str(reports), files, 60, 120, python=sys.executable)
+    runner = RunPlan("stage-a", str(root), str(reports), files, 60, 120, file_runs(), KILL_GRACE_S, python=sys.executable)
     with open(tmp_path / "out.txt", "w") as out:
         results = run_plan(runner, out=out)
     assert [(r.path, r.status, r.attempts[0].tests) for r in results] == [

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from ci import demo
 from ci.config import load_config
 from ci.container import Containers, HostView, build_spec
 from ci.registry import connect
 from ci.toolkit import host_run_files
+from demo import run as demo
 from tests.conftest import ROOT, base_env, run_door
 from tests.support.health import NO_GPU_HEALTH
 from tests.support.images import python_image

@@ -1,4 +1,4 @@
-"""The test image (ci.sandbox builds it), skipped locally / failed under CI=true when it cannot be."""
+"""The test image (demo.sandbox builds it), skipped locally / failed under CI=true when it cannot be."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from ci import sandbox
+from demo import sandbox
 
 PYTHON_IMAGE = sandbox.PYTHON_IMAGE
 

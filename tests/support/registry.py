@@ -1,4 +1,4 @@
-"""Registries for the tests (ci.sandbox starts them; missing tools skip locally, fail under
+"""Registries for the tests (demo.sandbox starts them; missing tools skip locally, fail under
 CI=true), small images with layers of chosen sizes built locally with `docker import`, and tags
 written straight through the registry's HTTP API (`push_tags`, no Docker Engine)."""
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ci import sandbox
-from ci.sandbox import Registry, free_port  # noqa: F401 (re-exported for the tests)
+from demo import sandbox
+from demo.sandbox import Registry, free_port  # noqa: F401 (re-exported for the tests)
 
 
 def registry_binary() -> str:

@@ -22,14 +22,16 @@ from typing import TextIO
 
 import docker.errors
 
-from ci import install, registry, replay, reproduce, sandbox
+from ci import install, registry, replay, reproduce
 from ci.arch import ArchResolution
 from ci.config import Config, load_config
+from ci.images import nightly_tag
 from ci.plan import build_plan, load_tree, render_plan
 from ci.stage import StageOptions, run_stage
+from demo import sandbox
 
-EXAMPLES = Path(__file__).resolve().parent / "demo_tests"
-CHECKOUT = Path(__file__).resolve().parent / "demo_checkout"  # python/ and a test-time dependency
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+CHECKOUT = Path(__file__).resolve().parent / "checkout"  # python/ and a test-time dependency
 BAKED_VERSION = "0.5.9"  # in the nightly image, as a release ships it
 CHECKOUT_VERSION = "0.5.10.dev0+demo.checkout"  # in the workspace: the change under test
 # The runner's data mount (pip's cache on it), kept between demo runs as a runner keeps its own.
@@ -180,8 +182,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     today = dt.datetime.now(dt.timezone.utc).date()
     shipped = load_config(env={})
     version = shipped.images.versions[0] if shipped.images.versions else DEMO_VERSION
-    tag = shipped.images.tag_format.format(version=version, rocm=shipped.images.rocm, date=today.strftime(shipped.images.date_format),
-                                           image_arch=shipped.arches["mi300"].image_arch)
+    tag = nightly_tag(shipped.images, version, shipped.images.rocm, shipped.arches["mi300"].image_arch, today)
     image = f"{shipped.images.repository}:{tag}"
     try:
         say(f"registries on loopback: LAN {lan.address}, public {public.address}")
