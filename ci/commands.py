@@ -18,7 +18,7 @@ from ci import github
 from ci.arch import ArchResolution, resolve_arch
 from ci.config import Config, load_config
 from ci.errors import ExitCode, InfraFailure, ToolFailure, UserError
-from ci.images import check_rocm, parse_image_name
+from ci.images import check_rocm, image_override, parse_image_name
 from ci.inputs import InputProblem, check_output_dir
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def stage_session(stage: str, runner_arch: str, posargs: Sequence[str], skip: Ca
     workspace = _workspace()
     durations = _in_workspace(args.durations)
     shown = args.durations
-    image = args.image or _env().get("AMD_CI_IMAGE") or None  # the old scripts' override, kept
+    image = image_override(args.image, _env())
     tree = _tree(config, args.test_root)
     if not spec.jobs_for(resolution.arch.name) and args.dry_run:
         print(f"stage {spec.name}: no job runs on {resolution.arch.name} (its jobs run on "
@@ -283,7 +283,7 @@ def _image_operation(operation, arch: str | None, image: str | None, rocm: str |
     from ci import pull, registry
 
     config = load_config()
-    image = image or _env().get("AMD_CI_IMAGE") or None
+    image = image_override(image, _env())
     if image:
         parse_image_name(image)  # bad input fails before any Docker call
     else:
@@ -381,8 +381,8 @@ def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = Non
     the words after `--` go to pytest exactly as typed; in the container, the checkout is installed
     first (as a stage does)."""
     from ci import container
+    from ci.kernel_tests import pytest_argv
 
-    pytest_args = list(pytest_args)
     config = load_config()
     spec_arch = _resolve(config, arch).arch
     reports = config.container.reports_dir
@@ -392,17 +392,12 @@ def kernel_tests_command(pytest_args: Sequence[str] = (), arch: str | None = Non
             check_output_dir(workspace / reports)
         except InputProblem as problem:
             raise UserError(f"reports folder {workspace / reports}: {problem}") from None
-        tests = container.TOOLKIT / "sgl_kernel_tests"
-        argv = [sys.executable, "-m", "pytest", "-c", str(tests / "pytest.ini"), str(tests), "-p", "ci.known_issues",
-                "--sgl-arch", spec_arch.name, f"--junitxml={workspace / reports / 'kernel-tests.xml'}", *pytest_args]
+        argv = pytest_argv(sys.executable, str(container.TOOLKIT), spec_arch.name, str(workspace / reports), pytest_args)
         env = {**_env(), **container.exec_env(config.container, spec_arch),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(container.TOOLKIT), _env().get("PYTHONPATH")]))}
         return subprocess.run(argv, env=env, check=False).returncode
-    target = f"{config.container.workdir}/{reports}/kernel-tests.xml"
-    tests_inside = f"{config.container.toolkit_target}/sgl_kernel_tests"
-    argv = ["python3", "-m", "pytest", "-c", f"{tests_inside}/pytest.ini", tests_inside,
-            "-p", "ci.known_issues", "--sgl-arch", spec_arch.name,
-            f"--junitxml={target}", *pytest_args]
+    argv = pytest_argv("python3", config.container.toolkit_target, spec_arch.name,
+                       f"{config.container.workdir}/{reports}", pytest_args)
     containers = _containers(config)
     if install:
         _install_in_running(config, containers, spec_arch, ())

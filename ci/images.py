@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from packaging.version import Version
@@ -19,6 +19,14 @@ from packaging.version import Version
 from ci.config import ArchSpec, ImageConfig
 from ci.errors import UserError
 from ci.versions import VERSION, date_pattern, date_shown, version_key
+
+IMAGE_ENV = "AMD_CI_IMAGE"  # the old scripts' image override, kept: a workflow input sets it
+
+
+def image_override(given: str | None, env: Mapping[str, str]) -> str | None:
+    """The image a person or workflow named: --image, else $AMD_CI_IMAGE; None: resolve the nightly."""
+    return given or env.get(IMAGE_ENV) or None
+
 
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _NAME = re.compile(r"^(?:(?P<registry>[^/]+[.:][^/]*|localhost|\[[^/]+\](?::\d+)?)/)?(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$")

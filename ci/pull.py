@@ -24,6 +24,7 @@ from ci import github
 from ci.config import ArchSpec, Config, LanPullPolicy
 from ci.errors import ToolFailure, UserError
 from ci.images import (
+    IMAGE_ENV,
     ImageName,
     candidate_images,
     check_rocm,
@@ -437,7 +438,7 @@ def nightly_candidates(config: Config, arch: ArchSpec, rocm: str | None, today: 
         return Candidates(found, registry)
     raise UserError(f"cannot find the nightly image: no tag list of {images.repository} "
                     f"({'; '.join(tried)}) and no versions override in config (images.versions); "
-                    "name the image with --image or AMD_CI_IMAGE, or set images.versions")
+                    f"name the image with --image or {IMAGE_ENV}, or set images.versions")
 
 
 def target_image(puller: Puller, arch: ArchSpec | None, image: str | None, rocm: str | None,

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ci.config import ROCM_ENV, Config, StageSpec
+from ci.images import IMAGE_ENV
 from ci.outcome import OUTPUT_NAME
 
 HEADER = ("# Rendered by `invoke workflows` from config/*.yaml; edit config, not this file.\n"
@@ -203,7 +204,7 @@ def _stage_steps(config: Config, stage: StageSpec, suite: str, session: str, ent
     env = {
         **_registry_login_env(config, push=False),
         "HF_TOKEN": _expr(f"secrets.{wf.secrets.hf_token}"),
-        "AMD_CI_IMAGE": _expr("inputs.image"),
+        IMAGE_ENV: _expr("inputs.image"),
         ROCM_ENV: _expr(f"inputs.rocm_version || '{wf.nightly_test_rocm if stage.nightly else wf.pr_test_rocm}'"),
         # Values reach the command through the environment, never spliced into its text.
         "JOB_ARCH": _expr(f"{entry}.arch"),
