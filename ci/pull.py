@@ -297,8 +297,10 @@ class Puller:
         return Path(self.config.pull.host.state_dir)
 
     def engine_id(self) -> str:
-        """The engine's own ID (its data root's identity): the key of the host-wide pull lock."""
-        return str(self.client.info().get("ID") or self.client.api.base_url)
+        """The engine's identity for the host-wide pull lock: its ID and data root (engines of one
+        host share the ID, from /etc/docker/key.json, but never a data root)."""
+        info = self.client.info()
+        return f"{info.get('ID') or self.client.api.base_url} {info.get('DockerRootDir', '')}"
 
     def public_slots(self) -> PublicSlots:
         host = self.config.pull.host

@@ -218,11 +218,12 @@ def test_recorded_traces_replay_to_their_decisions():
         plan = data["budget"]
         dog = Watchdog(data["idle_s"], data["window_s"], 0.0, Budget(plan["budget_s"], plan["total_bytes"],
                        plan["public_bytes_per_s"], plan["faster_by"], plan["hold_s"]))
-        decided = None
+        decided, at = None, None
+        free_from = data["slot_free_from"]
         for now, done, downloaded, total in data["points"]:
             dog.observe(now, done, downloaded, total)
             verdict = dog.verdict(now)
-            if verdict and (verdict.leave is Leave.STALLED or data["slot_free"]):
-                decided = verdict.leave.value
+            if verdict and (verdict.leave is Leave.STALLED or (free_from is not None and now >= free_from)):
+                decided, at = verdict.leave.value, now
                 break
-        assert decided == data["decision"], path.name
+        assert (decided, at) == (data["decision"], data["decided_at"]), path.name
