@@ -262,25 +262,10 @@ def goals(scenario: Scenario, new: Run, old: Run, n: int, public_pull_s: float) 
     return said
 
 
-def single_public_pull(running: list[Engine], public: Registry) -> float:
-    """One job alone pulling from the public stand-in: the 'one public pull' of the goals."""
+def single_pull(running: list[Engine], front: FaultProxy) -> float:
+    """One job alone pulling through `front` (a bare SDK pull, on engine 0): the yardsticks."""
     client = running[0].client(120)
     clear([client])
-    front = FaultProxy(public.port, Fault(mode="throttle", bytes_per_s=PUBLIC_PER_CONNECTION))
-    try:
-        started = time.monotonic()
-        for event in client.api.pull(f"{front.address}/rocm/sgl-dev", TAG, stream=True, decode=True):
-            assert "error" not in event, event
-        return time.monotonic() - started
-    finally:
-        front.close()
-        clear([client])
-
-
-def single_lan_pull(running: list[Engine], lan: Registry, rate: float) -> float:
-    client = running[0].client(120)
-    clear([client])
-    front = FaultProxy(lan.port, shared=SharedBandwidth(rate))
     try:
         started = time.monotonic()
         for event in client.api.pull(f"{front.address}/rocm/sgl-dev", TAG, stream=True, decode=True):
@@ -316,8 +301,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         lan, public, size = cleanup.enter_context(registries(root, args.mib))
         running = cleanup.enter_context(engines(n))
         override = write_override(root)
-        public_s = single_public_pull(running, public)
-        single_s = single_lan_pull(running, lan, args.healthy_mib_s * MIB)
+        public_s = single_pull(running, FaultProxy(public.port, Fault(mode="throttle", bytes_per_s=PUBLIC_PER_CONNECTION)))
+        single_s = single_pull(running, FaultProxy(lan.port, shared=SharedBandwidth(args.healthy_mib_s * MIB)))
         out(f"{n} engines, image {size / MIB:.1f} MiB (3 layers), LAN mirror {args.healthy_mib_s:g} MiB/s shared "
             f"(saturated: {args.saturated_mib_s:g}), public {PUBLIC_PER_CONNECTION / MIB:g} MiB/s a connection")
         out(f"policy: deadline {LAN['first_progress_s']} s, budget {LAN['budget_s']} s over a {LAN['window_s']} s window, "

@@ -307,14 +307,18 @@ class Puller:
         return PublicSlots(self.state_dir, host.public_slots, host.slot_poll_s)
 
     def lan_budget(self, lan: ImageName) -> Budget:
-        """The predicted-time rule for this attempt: the image's size from the mirror's manifest
-        (None when it cannot be read: the daemon's totals are used), the public estimate, and
-        this job's hold with its own jitter."""
+        """The predicted-time rule for this attempt: the image's size from the mirror's manifest,
+        the public estimate, and this job's hold with its own jitter. The manifest is asked
+        within the no-progress deadline: a mirror that cannot answer it by then is left (a
+        PullFailure) before the daemon is involved; one that answers otherwise (no manifest,
+        denied, not JSON) is pulled anyway, judged on the daemon's layer totals."""
         policy = self.config.pull.lan
         try:
-            total: int | None = fetch_image_size(lan.registry or "docker.io", lan.repository, lan.tag,
-                                                 self.config.pull.probe_timeout_s)
+            total: int | None = fetch_image_size(lan.registry or "docker.io", lan.repository, lan.tag, policy.first_progress_s)
         except TagListError as failure:
+            if failure.kind == "unreachable":
+                raise PullFailure(f"{lan}: no progress for {policy.first_progress_s:g} s (deadline) asking for the "
+                                  f"manifest: {failure.message}", True, FailureKind.TRANSIENT) from None
             self.say(f"size of {lan} unknown before the download ({failure.message}); judged on the daemon's totals")
             total = None
         public = self.config.images.registries.public
@@ -332,10 +336,10 @@ class Puller:
         """One pull from the LAN mirror under its watchdog; False (said on stderr, the engine's
         stalled connections released) when the mirror failed or stopped helping."""
         policy = self.config.pull.lan
-        budget = self.lan_budget(lan)
         progress = self._progress(lan)
         started = time.monotonic()
         try:
+            budget = self.lan_budget(lan)
             with github.group(f"pull {lan} (LAN mirror)", self.env, self.out):
                 downloaded = stream_pull(self.client, lan, policy.first_progress_s, policy.window_s, progress.update,
                                          room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s,
