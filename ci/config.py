@@ -64,6 +64,8 @@ class Limits:
     pages: Annotated[int, POSITIVE]
     page_size: Annotated[int, POSITIVE]
     rounds: Annotated[int, POSITIVE]
+    slots: Annotated[int, POSITIVE]
+    kept: Annotated[int, POSITIVE]
     bytes: Annotated[int, POSITIVE]
 
 
@@ -167,9 +169,9 @@ class HostPullPolicy:
     """What the jobs of one host share: one pull per image and engine, a cap on public pulls."""
 
     state_dir: Annotated[str, NON_EMPTY]  # locks, public-pull slots and recorded rates
-    public_slots: Annotated[int, POSITIVE, Bound("attempts")]  # concurrent public pulls per host
+    public_slots: Annotated[int, POSITIVE, Bound("slots")]  # concurrent public pulls per host
     slot_poll_s: Seconds  # how often a job waiting for a lock or a slot looks again
-    rates_kept: Annotated[int, POSITIVE, Bound("attempts")]  # recorded rates per registry (the median estimates)
+    rates_kept: Annotated[int, POSITIVE, Bound("kept")]  # recorded rates per registry (the median estimates)
 
 
 @dataclass(frozen=True)
