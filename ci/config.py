@@ -64,6 +64,8 @@ class Limits:
     pages: Annotated[int, POSITIVE]
     page_size: Annotated[int, POSITIVE]
     rounds: Annotated[int, POSITIVE]
+    slots: Annotated[int, POSITIVE]
+    kept: Annotated[int, POSITIVE]
     bytes: Annotated[int, POSITIVE]
     lines: Annotated[int, POSITIVE]
 
@@ -156,9 +158,23 @@ class ImageConfig:
 # --- pull.yaml -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LanPullPolicy:
-    first_progress_s: Seconds  # no byte of progress by then: give up on the mirror
-    floor_bytes_per_s: Annotated[float, POSITIVE, Bound("bytes")]  # slower than this over a window: give up on the mirror
-    window_s: Seconds
+    first_progress_s: Seconds  # no byte of progress for this long: give up on the mirror
+    window_s: Seconds  # the rate the mirror has kept is measured over this span
+    budget_s: Seconds  # predicted time-to-image past this (at the window's rate) may abandon the mirror...
+    public_bytes_per_s: Annotated[float, POSITIVE, Bound("bytes")]  # ...when the public registry (this, or recorded rates) ...
+    faster_by: Annotated[float, POSITIVE, at_most(1000)]  # ...is at least this many times faster
+    hold_s: SecondsOrZero  # the over-budget verdict must hold this long (hysteresis)...
+    jitter_s: SecondsOrZero  # ...plus a random 0..jitter_s per job, so a shared slow mirror is not left all at once
+
+
+@dataclass(frozen=True)
+class HostPullPolicy:
+    """What the jobs of one host share: one pull per image and engine, a cap on public pulls."""
+
+    state_dir: Annotated[str, NON_EMPTY]  # locks, public-pull slots and recorded rates
+    public_slots: Annotated[int, POSITIVE, Bound("slots")]  # concurrent public pulls per host
+    slot_poll_s: Seconds  # how often a job waiting for a lock or a slot looks again
+    rates_kept: Annotated[int, POSITIVE, Bound("kept")]  # recorded rates per registry (the median estimates)
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class PublicPullPolicy(RetryPolicy):
-    stall_s: Seconds = 300.0  # no progress at all for this long counts as a (retryable) timeout
+    stall_s: Seconds  # no progress at all for this long counts as a (retryable) timeout
 
 
 @dataclass(frozen=True)
@@ -179,10 +195,13 @@ class PullConfig:
     lan: LanPullPolicy
     public: PublicPullPolicy
     login: RetryPolicy
-    probe_timeout_s: Seconds = 20.0
-    connect_timeout_s: Seconds = 10.0
-    progress_log_interval_s: Seconds = 10.0
-    disk_headroom_bytes: Annotated[int, NON_NEGATIVE, Bound("bytes")] = 0
+    host: HostPullPolicy
+    probe_timeout_s: Seconds
+    connect_timeout_s: Seconds
+    progress_log_interval_s: Seconds
+    disk_headroom_bytes: Annotated[int, NON_NEGATIVE, Bound("bytes")]
+    disk_check_interval_s: Seconds  # how often a pull compares what is left to the free disk
+    release_timeout_s: Seconds  # `ss -K` cutting a stalled engine's connections to the mirror
 
 
 # --- stages.yaml ---------------------------------------------------------------------------

@@ -6,23 +6,27 @@ config names versions. Login lives in ci.login, push and mirror in ci.publish.""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import json
 import os
+import random
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import TextIO
 
 import docker
 import requests
 
 from ci import github
-from ci.config import ArchSpec, Config, LanPullPolicy
+from ci.config import ArchSpec, Config
 from ci.errors import ToolFailure, UserError
+from ci.hostpull import PublicSlot, PublicSlots, image_lock, read_rates, record_rate
 from ci.images import (
     IMAGE_ENV,
     ImageName,
@@ -35,11 +39,13 @@ from ci.images import (
 )
 from ci.login import log_in_public, public_credentials, scrub_token
 from ci.progress import BarProgress, PlainProgress, human_bytes, progress_for
+from ci.pullpace import Budget, Leave, Verdict, Watchdog, public_estimate
 from ci.registry import (
     FailureKind,
     PullFailure,
     auth_header,
     classify,
+    engine_pid,
     local_image,
     registry_digest,
     release_daemon_connections,
@@ -47,54 +53,17 @@ from ci.registry import (
     tag,
     untag,
 )
-from ci.tags import TagListError, fetch_tags
+from ci.tags import TagListError, fetch_image_size, fetch_tags
 
 
-# --- the watchdog (pure) ------------------------------------------------------------------
-@dataclass
-class Watchdog:
-    """Decides when a pull has stopped helping: no progress within `idle_s`, or fewer than
-    `floor` bytes/s over the last `window_s` (once a whole window has passed)."""
-
-    idle_s: float
-    floor_bytes_per_s: float | None
-    window_s: float
-    started: float
-    _samples: list[tuple[float, int]] = field(default_factory=list)
-    _last_progress: float = 0.0
-    _best: int = 0
-
-    def __post_init__(self) -> None:
-        self._last_progress = self.started
-        self._samples.append((self.started, 0))
-
-    def observe(self, now: float, done_bytes: int) -> None:
-        if done_bytes > self._best:
-            self._best = done_bytes
-            self._last_progress = now
-        self._samples.append((now, self._best))
-        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window_s:
-            self._samples.pop(0)
-
-    def verdict(self, now: float) -> str | None:
-        if now - self._last_progress >= self.idle_s:
-            return f"no progress for {now - self._last_progress:.1f} s (deadline {self.idle_s:g} s)"
-        if self.floor_bytes_per_s and now - self.started >= self.window_s:
-            since, base = self._samples[0]
-            span = max(now - since, 1e-9)
-            rate = (self._best - base) / span
-            if span >= self.window_s * 0.999 and rate < self.floor_bytes_per_s:
-                return (f"slower than the floor: {human_bytes(rate)}/s over {span:.1f} s "
-                        f"(floor {human_bytes(self.floor_bytes_per_s)}/s)")
-        return None
-
-
+# --- the daemon's progress (pure) -------------------------------------------------------------
 @dataclass
 class LayerTally:
     """Bytes done across layers, from the daemon's progress events."""
 
     current: dict[tuple[str, str], int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    fetched: set[str] = field(default_factory=set)  # layers whose download is complete
 
     def add(self, event: Mapping) -> None:
         detail = event.get("progressDetail") or {}
@@ -103,10 +72,19 @@ class LayerTally:
             self.current[(layer, status.split(" ")[0])] = int(detail["current"])
         if detail.get("total") and status.startswith("Downloading"):
             self.totals[layer] = int(detail["total"])
+        if status.startswith(("Verifying", "Download complete", "Extracting", "Pull complete")):
+            self.fetched.add(layer)
 
     @property
     def done(self) -> int:
+        """Any progress: download and extraction bytes together (the no-progress deadline's measure)."""
         return sum(self.current.values())
+
+    @property
+    def downloaded(self) -> int:
+        """Bytes of the download alone (the rate's measure): a finished layer counts in full."""
+        return sum(self.totals.get(layer, current) if layer in self.fetched else current
+                   for (layer, phase), current in self.current.items() if phase == "Downloading")
 
     @property
     def download_total(self) -> int:
@@ -118,14 +96,19 @@ def stream_pull(
     client: docker.DockerClient,
     name: ImageName,
     idle_s: float,
-    floor_bytes_per_s: float | None,
     window_s: float,
     on_progress: Callable[[int, int | None], None] = lambda done, total: None,
+    *,
+    connect_timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
     room_check: Callable[[int], str | None] = lambda remaining: None,
-    connect_timeout_s: float = 10.0,
-) -> None:
-    """Pull `name` through the daemon, aborting per the watchdog.
+    budget: Budget | None = None,
+    may_leave: Callable[[Verdict], bool] = lambda verdict: True,
+) -> int:
+    """Pull `name` through the daemon, aborting per the watchdog; the bytes downloaded.
+
+    An over-budget verdict leaves only when `may_leave` agrees (a public-pull slot is free);
+    otherwise the pull goes on and the verdict is asked again at the next event.
 
     The SDK's `pull` sends its request with no timeout at all, so this posts to the same endpoint
     through the SDK's own session with a read timeout equal to the no-progress deadline. Closing
@@ -136,7 +119,7 @@ def stream_pull(
     header = auth_header(client, name.registry)
     if header:
         headers["X-Registry-Auth"] = header
-    watchdog = Watchdog(idle_s, floor_bytes_per_s, window_s, clock())
+    watchdog = Watchdog(idle_s, window_s, clock(), budget)
     tally = LayerTally()
     response = None
     try:
@@ -152,15 +135,17 @@ def stream_pull(
                 raise classify(event.get("error") or event["errorDetail"].get("message", "pull failed"))
             tally.add(event)
             now = clock()
-            watchdog.observe(now, tally.done)
+            watchdog.observe(now, tally.done, tally.downloaded, tally.download_total or None)
             on_progress(tally.done, tally.download_total or None)
-            reason = watchdog.verdict(now)
-            if reason:
-                raise PullFailure(f"{name}: {reason}", True, FailureKind.STALLED)
+            verdict = watchdog.verdict(now)
+            if verdict and (verdict.leave is Leave.STALLED or may_leave(verdict)):
+                kind = FailureKind.STALLED if verdict.leave is Leave.STALLED else FailureKind.OVER_BUDGET
+                raise PullFailure(f"{name}: {verdict.reason}", True, kind)
             if tally.download_total:
                 full = room_check(max(tally.download_total - tally.done, 0))
                 if full:
                     raise PullFailure(f"{name}: {full}", False, FailureKind.DISK)
+        return tally.downloaded
     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
         if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" not in str(exc).lower() \
                 and "Read timed out" not in str(exc):
@@ -199,11 +184,13 @@ class PullOutcome:
     size_bytes: int
     seconds: float
     attempts: int
+    waited_s: float = 0.0  # of `seconds`: waiting for another job's pull of this image into this engine
 
     def summary(self) -> str:
         where = f" ({self.registry})" if self.registry else ""
         return (f"image {self.image}: source={self.source}{where} digest={self.digest or 'unknown'} "
-                f"size={human_bytes(self.size_bytes)} seconds={self.seconds:.1f} attempts={self.attempts}")
+                f"size={human_bytes(self.size_bytes)} seconds={self.seconds:.1f} attempts={self.attempts} "
+                f"waited_for_another_pull={self.waited_s:.1f}")
 
 
 @dataclass
@@ -214,7 +201,9 @@ class Puller:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)  # the hold's jitter; tests seed it
     _login_tried: bool | None = None
+    _slot: PublicSlot | None = None  # a public-pull slot taken when the mirror was left over budget
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -266,8 +255,15 @@ class Puller:
 
     # Pull -------------------------------------------------------------------------------------
     def pull(self, image: ImageName) -> PullOutcome:
+        """The image, from here, the LAN mirror or the public registry; one job of the host at a
+        time pulls it into this engine, the others wait and then find it here."""
         image = image.plain
         started = time.monotonic()
+        with image_lock(self.state_dir, self.engine_id(), str(image), self.say) as waited:
+            outcome = self._pull_unlocked(image, started)
+        return dataclasses.replace(outcome, waited_s=waited)
+
+    def _pull_unlocked(self, image: ImageName, started: float) -> PullOutcome:
         registries = self.config.images.registries
         public = image.on(registries.public)
         self.login_public()
@@ -298,24 +294,75 @@ class Puller:
     def _progress(self, name: ImageName) -> PlainProgress | BarProgress:
         return progress_for(f"pull {name}", self.config.pull.progress_log_interval_s, self.out)
 
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config.pull.host.state_dir)
+
+    def engine_id(self) -> str:
+        """The engine's identity for the host-wide pull lock: its ID and data root (engines of one
+        host share the ID, from /etc/docker/key.json, but never a data root)."""
+        info = self.client.info()
+        return f"{info.get('ID') or self.client.api.base_url} {info.get('DockerRootDir', '')}"
+
+    def public_slots(self) -> PublicSlots:
+        host = self.config.pull.host
+        return PublicSlots(self.state_dir, host.public_slots, host.slot_poll_s)
+
+    def lan_budget(self, lan: ImageName) -> Budget:
+        """The predicted-time rule for this attempt: the image's size from the mirror's manifest,
+        the public estimate, and this job's hold with its own jitter. The manifest is asked
+        within the no-progress deadline: a mirror that cannot answer it by then is left (a
+        PullFailure) before the daemon is involved; one that answers otherwise (no manifest,
+        denied, not JSON) is pulled anyway, judged on the daemon's layer totals."""
+        policy = self.config.pull.lan
+        try:
+            total: int | None = fetch_image_size(lan.registry or "docker.io", lan.repository, lan.tag, policy.first_progress_s)
+        except TagListError as failure:
+            if failure.kind == "unreachable":
+                raise PullFailure(f"{lan}: no progress for {policy.first_progress_s:g} s (deadline) asking for the "
+                                  f"manifest: {failure.message}", True, FailureKind.TRANSIENT) from None
+            self.say(f"size of {lan} unknown before the download ({failure.message}); judged on the daemon's totals")
+            total = None
+        public = self.config.images.registries.public
+        estimate = public_estimate(read_rates(self.state_dir).get(public, []), policy.public_bytes_per_s)
+        return Budget(policy.budget_s, total, estimate, policy.faster_by, policy.hold_s + self.rng.uniform(0, policy.jitter_s))
+
+    def _may_leave(self, verdict: Verdict) -> bool:
+        """Leave an over-budget mirror only with a public-pull slot of this host in hand (kept
+        for the public pull); without one the job stays on the mirror, which still delivers."""
+        if self._slot is None:
+            self._slot = self.public_slots().try_take()
+        return self._slot is not None
+
     def lan_attempt(self, lan: ImageName) -> bool:
         """One pull from the LAN mirror under its watchdog; False (said on stderr, the engine's
         stalled connections released) when the mirror failed or stopped helping."""
-        policy: LanPullPolicy = self.config.pull.lan
+        policy = self.config.pull.lan
         progress = self._progress(lan)
+        started = time.monotonic()
         try:
+            budget = self.lan_budget(lan)
             with github.group(f"pull {lan} (LAN mirror)", self.env, self.out):
-                stream_pull(self.client, lan, policy.first_progress_s, policy.floor_bytes_per_s, policy.window_s,
-                            progress.update, room_check=self._room_check(),
-                            connect_timeout_s=self.config.pull.connect_timeout_s)
+                downloaded = stream_pull(self.client, lan, policy.first_progress_s, policy.window_s, progress.update,
+                                         room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s,
+                                         budget=budget, may_leave=self._may_leave)
+            self._record_rate(self.config.images.registries.lan or "", downloaded, time.monotonic() - started)
             return True
         except PullFailure as failure:
             registry = self.config.images.registries.lan or ""  # by address: a Docker Hub-spelled mirror has no name part
-            note = release_daemon_connections(registry) if failure.kind is FailureKind.STALLED else None
+            # Only a stalled engine needs its connections cut (see release_daemon_connections);
+            # an over-budget pull still moves, and closing our request ends it.
+            note = None
+            if failure.kind is FailureKind.STALLED:
+                note = release_daemon_connections(registry, engine_pid(self.client), self.config.pull.release_timeout_s)
             self.report_lan_failure(lan, failure.message + (f"\n{note}" if note else ""))
             return False
         finally:
             progress.close()
+
+    def _record_rate(self, registry: str, downloaded: int, seconds: float) -> None:
+        if registry and downloaded > 0 and seconds > 0:
+            record_rate(self.state_dir, registry, downloaded / seconds, self.config.pull.host.rates_kept)
 
     def _pull_lan(self, image: ImageName, lan_registry: str, public_digest_of: Callable[[], str | None],
                   started: float) -> PullOutcome | None:
@@ -348,17 +395,21 @@ class Puller:
                            time.monotonic() - started, attempts)
 
     def retried_public_pull(self, public: ImageName) -> int:
-        """Pull from the public registry with the retry policy (retryable failures only); the
-        number of attempts, or a ToolFailure that says why it stopped."""
+        """Pull from the public registry with the retry policy (retryable failures only), in one
+        of the host's public-pull slots; the number of attempts, or a ToolFailure that says why
+        it stopped."""
         policy = self.config.pull.public
         retried = retrying(policy, f"pull {public}", self.say, self.sleep)
+        slot, self._slot = self._slot or self.public_slots().take(self.say, self.sleep), None
 
         def attempt() -> None:
             progress = self._progress(public)
+            started = time.monotonic()
             try:
                 with github.group(f"pull {public} (attempt)", self.env, self.out):
-                    stream_pull(self.client, public, policy.stall_s, None, policy.stall_s, progress.update,
-                                room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s)
+                    downloaded = stream_pull(self.client, public, policy.stall_s, policy.stall_s, progress.update,
+                                             room_check=self._room_check(), connect_timeout_s=self.config.pull.connect_timeout_s)
+                self._record_rate(self.config.images.registries.public, downloaded, time.monotonic() - started)
             finally:
                 progress.close()
 
@@ -371,18 +422,20 @@ class Puller:
                    FailureKind.DISK: "out of disk (not retried)",
                    FailureKind.UNKNOWN: "unclassified error (not retried)"}.get(failure.kind, f"gave up after {attempts} attempt(s)")
             raise ToolFailure(f"pull of {public} failed: {why}: {failure.message}") from None
+        finally:
+            slot.release()
         return int(retried.statistics.get("attempt_number", 1))
 
     def _room_check(self) -> Callable[[int], str | None]:
         """Once the layer sizes are known: fail early when the Docker data root cannot hold the
-        rest of the download plus the configured headroom. Checked at most once a second."""
+        rest of the download plus the configured headroom. Checked at most every disk_check_interval_s."""
         root = self.client.info().get("DockerRootDir") or "/var/lib/docker"
-        headroom = self.config.pull.disk_headroom_bytes
+        headroom, interval_s = self.config.pull.disk_headroom_bytes, self.config.pull.disk_check_interval_s
         last = [0.0]
 
         def check(remaining: int) -> str | None:
             now = time.monotonic()
-            if now - last[0] < 1.0 or not os.path.isdir(root):  # a remote engine's disk is not ours to see
+            if now - last[0] < interval_s or not os.path.isdir(root):  # a remote engine's disk is not ours to see
                 return None
             last[0] = now
             free = shutil.disk_usage(root).free

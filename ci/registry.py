@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class FailureKind(str, Enum):
     UNAUTHORIZED = "unauthorized"
     TRANSIENT = "transient"
     STALLED = "stalled"
+    OVER_BUDGET = "over-budget"  # bytes came, too slowly for the budget, and public would be faster
     DISK = "disk"
     UNKNOWN = "unknown"
 
@@ -168,15 +170,46 @@ def untag(client: docker.DockerClient, name: ImageName) -> None:
         pass
 
 
-def release_daemon_connections(registry: str) -> str:
+def engine_pid(client: docker.DockerClient) -> int | None:
+    """The engine's process id, from its Unix socket's peer credentials (SO_PEERCRED); None for
+    an engine over TCP or SSH, whose connections are not ours to see."""
+    path = getattr(getattr(client.api, "_custom_adapter", None), "socket_path", None)
+    if not isinstance(path, str):
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid or None
+
+
+_SOCKET_LINE = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+)\s+(\S+)\s+.*\bpid=(\d+),")
+
+
+def engine_sockets(ss_lines: str, pid: int) -> list[tuple[str, str]]:
+    """(local, peer) of the `ss -tnpH` lines owned by process `pid`."""
+    found = []
+    for line in ss_lines.splitlines():
+        match = _SOCKET_LINE.match(line.strip())
+        if match and int(match.group(3)) == pid:
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+def release_daemon_connections(registry: str, pid: int | None, timeout_s: float) -> str:
     """Close the engine's TCP connections to a registry that stalled mid-layer.
 
     Closing our request cancels the pull, but the daemon's blob read on a stalled connection
     cannot be cancelled, and every later pull of the same layer digest (from any registry) waits
     for that transfer to end: the fallback would hang too. `ss -K` (iproute2, needs
     CAP_NET_ADMIN) destroys those sockets; the daemon's own transfer then fails and is dropped.
-    Other pulls from the same mirror at that moment lose their connection and are retried by
-    the daemon. Returns a line saying what was done."""
+    With the engine's `pid` known only that engine's sockets go: other engines and jobs on this
+    host pulling from the same mirror keep theirs. Without it (an engine over TCP) every socket
+    of the host to the mirror goes, and those pulls are retried by their daemons. Returns a line
+    saying what was done."""
     host, _, port = registry.rpartition(":") if registry.rsplit(":", 1)[-1].isdigit() else (registry, "", "")
     host = host.strip("[]")
     ports = [port] if port else ["443", "80"]
@@ -191,9 +224,16 @@ def release_daemon_connections(registry: str) -> str:
     killed = 0
     for address in addresses:
         for each_port in ports:
-            done = subprocess.run([ss, "-K", "-tnH", "dst", address, "dport", "=", each_port],
-                                  capture_output=True, text=True, timeout=10, check=False)
-            if done.returncode != 0:
-                return f"ss -K failed ({done.stderr.strip() or done.returncode}): the engine may keep a stalled connection"
-            killed += len([line for line in done.stdout.splitlines() if line.strip()])
-    return f"released {killed} stalled engine connection(s) to {registry}"
+            if pid is None:
+                filters = [["dst", address, "dport", "=", each_port]]
+            else:
+                listed = subprocess.run([ss, "-tnpH", "dst", address, "dport", "=", each_port],
+                                        capture_output=True, text=True, timeout=timeout_s, check=False)
+                filters = [["src", local, "dst", peer] for local, peer in engine_sockets(listed.stdout, pid)]
+            for each in filters:
+                done = subprocess.run([ss, "-K", "-tnH", *each], capture_output=True, text=True, timeout=timeout_s, check=False)
+                if done.returncode != 0:
+                    return f"ss -K failed ({done.stderr.strip() or done.returncode}): the engine may keep a stalled connection"
+                killed += len([line for line in done.stdout.splitlines() if line.strip()])
+    whose = f"engine (pid {pid})" if pid else "host's (engine pid unknown)"
+    return f"released {killed} stalled {whose} connection(s) to {registry}"

@@ -5,6 +5,7 @@
   challenge answered on the way (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`:
   an anonymous or credentialed token from the realm, as Docker Hub wants; `Basic`: the
   credentials, as an htpasswd registry wants);
+- an image's download size, from its manifest (`fetch_image_size`);
 - a git remote's tags (`git ls-remote --tags`, one round trip, nothing fetched).
 
 Credentials go only where they are asked for, never over plain HTTP except to loopback, and
@@ -25,6 +26,7 @@ from pathlib import Path
 import requests
 
 from ci.images import DOCKER_HUB
+from ci.pullpace import manifest_size
 
 HUB_API = "registry-1.docker.io"  # where docker.io's registry API answers
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
@@ -107,6 +109,7 @@ class _Client:
     authorization: str | None = None
     challenged: bool = False
     sent: int = 0
+    accept: str = "application/json"
 
     def __post_init__(self) -> None:
         self.base = api_base(self.registry)
@@ -147,7 +150,7 @@ class _Client:
         return self._checked(response)
 
     def _headers(self, url: str) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": self.accept}
         if self.authorization and _origin(url) == _origin(self.base) and _may_carry_secrets(url):
             headers["Authorization"] = self.authorization
         return headers
@@ -240,6 +243,32 @@ def fetch_tags(registry: str, repository: str, timeout_s: float, page_size: int,
             client.session.close()
     raise TagListError(f"{registry}: the tag list goes on past {max_pages} pages of {page_size} "
                        "(images.discovery.max_pages)", "bad-answer")
+
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+def fetch_image_size(registry: str, repository: str, reference: str, timeout_s: float,
+                     credentials: tuple[str, str] | None = None) -> int:
+    """The download size of repository:reference (config plus layers, linux/amd64 for an index)
+    from the registry's manifests, before any layer is fetched: one or two requests."""
+    client = _Client(requests.Session(), registry, repository, timeout_s, credentials, accept=MANIFEST_TYPES)
+    try:
+        for _ in range(2):  # an index, then its platform's manifest
+            response = client.get(f"{client.base}/v2/{repository}/manifests/{reference}")
+            try:
+                found = manifest_size(response.json())
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise TagListError(f"{registry}: the manifest of {repository}:{reference} cannot be read: {exc}",
+                                   "bad-answer") from None
+            if isinstance(found, int):
+                return found
+            reference = found
+    finally:
+        client.session.close()
+    raise TagListError(f"{registry}: {repository}:{reference}: an index inside an index", "bad-answer")
 
 
 # --- git ------------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ OVERRIDES = [
     ("absurd lookback", "images: {lookback_days: 100000}\n", "lookback_days: must be <= 60 (limits.yaml days)"),
     ("absurd retries", "stages: {stage-a: {retries: 1000}}\n", "stage-a.retries: must be <= 10 (limits.yaml retries)"),
     ("absurd attempts", "pull: {login: {attempts: 100000}}\n", "login.attempts: must be <= 20"),
+    ("absurd public slots", "pull: {host: {public_slots: 10000}}\n", "host.public_slots: must be <= 64 (limits.yaml slots)"),
+    ("a budget of zero", "pull: {lan: {budget_s: 0}}\n", "lan.budget_s: must be > 0"),
     ("label that does not render", "arches: {arches: {mi300: {pool: {label: 'linux-mi300-{gpus}-{gpu}'}}}}\n",
      "placeholder {gpu} does not render"),
     ("label with a huge pad", "arches: {arches: {mi300: {pool: {label: 'x-{gpus:>999999999}'}}}}\n", "does not render"),

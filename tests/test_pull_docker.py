@@ -35,7 +35,8 @@ LAYERS = (3_000_000, 3_000_000, 3_000_000)
 # Short, test-sized policy: every number the pull uses comes from config, so tests set their own.
 OVERRIDE = """
 pull:
-  lan: {first_progress_s: 2, floor_bytes_per_s: 1048576, window_s: 3}
+  lan: {first_progress_s: 2, window_s: 3, budget_s: 6, public_bytes_per_s: 104857600, faster_by: 2, hold_s: 0, jitter_s: 0}
+  host: {state_dir: %(state)s, public_slots: 2, slot_poll_s: 0.1, rates_kept: 5}
   public: {attempts: 3, initial_wait_s: 0.2, max_wait_s: 1, jitter_s: 0.1, stall_s: 3}
   login: {attempts: 2, initial_wait_s: 0.1, max_wait_s: 0.2, jitter_s: 0}
   probe_timeout_s: 10
@@ -74,7 +75,7 @@ def world(docker, tmp_path_factory):
     assert len(digests) == 1
     docker.images.remove("sgl-ci-test/source:1")  # so that every pull really downloads its layers
     override = root / "override.yaml"
-    override.write_text(OVERRIDE)
+    override.write_text(OVERRIDE % {"state": root / "pull-state"})
     yield World(lan, public, digests.pop(), override)
     lan.stop()
     public.stop()
@@ -166,16 +167,31 @@ def test_lan_stalled_mid_layer_falls_back_after_the_deadline(world):
     assert "no progress" in lines[1]
 
 
-def test_lan_crawling_under_the_floor_falls_back_after_the_window(world):
+def test_lan_crawling_past_the_budget_falls_back_after_the_window(world):
+    # 300 kB/s a connection: ~10 s for the 9 MB image, past the 6 s budget; public is estimated faster.
     lines = _lan_fault_falls_back(world, Fault(mode="throttle", bytes_per_s=300_000), bound_s=3 + 2 + 1)
-    assert "slower than the floor" in lines[1]
+    assert "predicted time-to-image" in lines[1] and "budget 6 s" in lines[1]
+
+
+def test_a_slow_mirror_within_budget_keeps_its_job(world, tmp_path):
+    # 500 kB/s a connection: ~6 s for the image, within a 30 s budget: no fallback, one LAN pull.
+    override = tmp_path / "o.yaml"
+    override.write_text(OVERRIDE.replace("budget_s: 6", "budget_s: 30") % {"state": tmp_path / "state"})
+    proxy = FaultProxy(world.lan.port, Fault(mode="throttle", bytes_per_s=500_000))
+    try:
+        p, out, err, _ = puller(world, proxy.address, SGL_CI_CONFIG_OVERRIDE=str(override))
+        outcome = p.pull(IMAGE)
+    finally:
+        proxy.close()
+    assert (outcome.source, outcome.digest) == ("lan", world.digest)
+    assert "[local-pull]" not in err.getvalue()
 
 
 def test_plain_progress_lines_in_a_log(world, tmp_path):
     # ~9 MB over three parallel layer connections at 1.5 MB/s each: about 2 s of pulling,
     # logged every 0.1 s (the interval is config; this test sets a fine one).
     override = tmp_path / "o.yaml"
-    override.write_text(OVERRIDE.replace("progress_log_interval_s: 0.5", "progress_log_interval_s: 0.1"))
+    override.write_text(OVERRIDE.replace("progress_log_interval_s: 0.5", "progress_log_interval_s: 0.1") % {"state": tmp_path / "state"})
     proxy = FaultProxy(world.lan.port, Fault(mode="throttle", bytes_per_s=1_500_000))
     try:
         p, out, _, _ = puller(world, proxy.address, SGL_CI_CONFIG_OVERRIDE=str(override))
@@ -286,7 +302,7 @@ def test_error_inside_a_200_stream_is_an_error(docker, world, tmp_path):
 
 def test_not_enough_disk_fails_early_and_is_not_retried(world, tmp_path):
     override = tmp_path / "o.yaml"
-    override.write_text(OVERRIDE.replace("disk_headroom_bytes: 0", "disk_headroom_bytes: 1000000000000"))
+    override.write_text(OVERRIDE.replace("disk_headroom_bytes: 0", "disk_headroom_bytes: 1000000000000") % {"state": tmp_path / "state"})
     env = {"SGL_CI_CONFIG_OVERRIDE": str(override), "PUBLIC_DOCKER_REGISTRY": world.public.address,
            "DOCKERHUB_AMD_USERNAME": USER, "DOCKERHUB_AMD_TOKEN": CANARY}
     waits: list[float] = []

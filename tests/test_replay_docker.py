@@ -139,7 +139,8 @@ def _forget(docker) -> None:
 def _puller(lan: str, public: str, tmp_path: Path):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"pull": {
-        "lan": {"first_progress_s": 2, "floor_bytes_per_s": 1024, "window_s": 3},
+        "lan": {"first_progress_s": 2, "window_s": 3, "budget_s": 60, "hold_s": 0, "jitter_s": 0},
+        "host": {"state_dir": str(tmp_path / "pull-state")},
         "public": {"attempts": 2, "initial_wait_s": 0.1, "max_wait_s": 0.2, "jitter_s": 0, "stall_s": 3},
         "probe_timeout_s": 10}}))
     env = {OVERRIDE_ENV: str(override), "LOCAL_DOCKER_REGISTRY": lan, "PUBLIC_DOCKER_REGISTRY": public}

@@ -1,13 +1,35 @@
 """A small fault-injecting TCP/HTTP proxy for tests: put it in front of a real registry and make
-it refuse, hang, stall after N bytes, throttle to B bytes/s, or answer an HTTP status K times.
-Listens on 127.0.0.1 only; everything it forwards goes to a loopback upstream."""
+it refuse, hang, stall after N bytes, throttle to B bytes/s, or answer an HTTP status K times;
+several proxies may share one bandwidth (a token bucket for all their connections), and each
+counts the registry requests it forwarded. Listens on 127.0.0.1 only; upstream is loopback."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+_REQUEST = re.compile(rb"\b(GET|HEAD) /v2/\S*?/(manifests|blobs)/")
+
+
+class SharedBandwidth:
+    """One total rate for every connection of every proxy given it: each chunk waits for its
+    turn on one timeline, so N transfers get about rate/N each, as on a saturated mirror link."""
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def take(self, size: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + size / self.bytes_per_s
+        if start > now:
+            time.sleep(start - now)
 
 
 @dataclass
@@ -40,6 +62,9 @@ class FaultProxy:
     statuses_sent: int = 0
     matched: int = 0
     downstream_bytes: int = 0
+    stalled_at: float | None = None  # when a stall began (time.monotonic())
+    shared: SharedBandwidth | None = None  # a total rate shared with other connections and proxies
+    requests: dict = field(default_factory=lambda: {"manifests": 0, "blobs": 0})  # GET/HEAD forwarded, by kind
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -145,9 +170,16 @@ class FaultProxy:
                 data = source.recv(16384 if not (downstream and fault.mode == "throttle") else 4096)
                 if not data:
                     break
+                if not downstream:
+                    for match in _REQUEST.finditer(data):
+                        with self._lock:
+                            self.requests[match.group(2).decode()] += 1
+                if downstream and self.shared is not None:
+                    self.shared.take(len(data))
                 if downstream and fault.mode == "stall":
                     room = fault.stall_after_bytes - self.downstream_bytes
                     if room <= 0:
+                        self.stalled_at = self.stalled_at or time.monotonic()
                         self._stop.wait()  # keep the connection open, send nothing more
                         return
                     data = data[:room]

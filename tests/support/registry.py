@@ -78,6 +78,37 @@ def _upload_blob(session, base: str, repository: str, data: bytes) -> str:
     return digest
 
 
+def push_random_image(registry: Registry, repository: str, tag: str, layer_sizes: tuple[int, ...], seed: int) -> tuple[str, int]:
+    """An image of random (incompressible, seeded) layers of the given sizes, written straight
+    through the registry's HTTP API; (manifest digest, download size). Writes to several
+    registries with the same seed give the same digest."""
+    import random
+
+    import requests
+
+    session = requests.Session()
+    base = f"http://{registry.address}"
+    rng = random.Random(seed)
+    layers, diff_ids = [], []
+    for index, size in enumerate(layer_sizes):
+        tar = _tar_with({f"blob{index}": rng.randbytes(size)})
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        blob = gzip.compress(tar, compresslevel=1, mtime=0)
+        layers.append({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(blob),
+                       "digest": _upload_blob(session, base, repository, blob)})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": SCHEMA2,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                   "digest": _upload_blob(session, base, repository, config)},
+        "layers": layers,
+    }).encode()
+    put = session.put(f"{base}/v2/{repository}/manifests/{tag}", data=manifest, headers={"Content-Type": SCHEMA2}, timeout=30)
+    assert put.status_code == 201, (put.status_code, put.text)
+    return put.headers["Docker-Content-Digest"], len(config) + sum(layer["size"] for layer in layers)
+
+
 def push_tags(registry: Registry, repository: str, tags, user: str | None = None, password: str | None = None) -> str:
     """Give every tag in `tags` one tiny image (a 1-file layer and its config), written straight
     through the registry's HTTP API; returns the manifest digest all of them point to."""
