@@ -156,17 +156,22 @@ if _CSafeLoader is not None:
 def _check_events(text: str, source: str) -> None:
     """The event stream, read iteratively: an alias or nesting past MAX_YAML_DEPTH is an error."""
     depth = 0
-    for event in yaml.parse(text, Loader=_CSafeLoader or yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            raise _alias_error(source, event.start_mark)
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
+    try:
+        for event in yaml.parse(text, Loader=_CSafeLoader or yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise _alias_error(source, event.start_mark)
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise _depth_error(source, event.start_mark)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.ScalarEvent) and depth + 1 > MAX_YAML_DEPTH:
                 raise _depth_error(source, event.start_mark)
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-        elif isinstance(event, yaml.ScalarEvent) and depth + 1 > MAX_YAML_DEPTH:
-            raise _depth_error(source, event.start_mark)
+    except yaml.MarkedYAMLError as exc:  # libyaml 0.2.6 has a depth limit of its own, met while scanning ahead
+        if "maximum nesting depth" in (exc.problem or ""):
+            raise _depth_error(source, exc.problem_mark) from None
+        raise
 
 
 def _loader(text: str, source: str) -> yaml.SafeLoader:

@@ -202,6 +202,7 @@ def test_missing_config_file(config_dir):
     "a: &x {b: 1}\nc: *x\n",
     "a:\n  b: [1, 2, {c: d}]\n",
     "k: " + "[" * 70 + "]" * 70 + "\n",
+    "k: " + "[" * 3000 + "]" * 3000 + "\n",  # past libyaml 0.2.6's own limit (1000), met while it scans ahead
     "d: 2026-02-30\n",
     "d: 2026-02-03\nkey: value\n",
     "a: 1\na: 2\n",
