@@ -53,7 +53,7 @@ from ci.registry import (
     tag,
     untag,
 )
-from ci.tags import TagListError, fetch_image_size, fetch_tags
+from ci.tags import AnswerKind, TagListError, fetch_image_size, fetch_tags
 
 
 # --- the daemon's progress (pure) -------------------------------------------------------------
@@ -318,7 +318,7 @@ class Puller:
         try:
             total: int | None = fetch_image_size(lan.registry or "docker.io", lan.repository, lan.tag, policy.first_progress_s)
         except TagListError as failure:
-            if failure.kind == "unreachable":
+            if failure.kind is AnswerKind.UNREACHABLE:
                 raise PullFailure(f"{lan}: no progress for {policy.first_progress_s:g} s (deadline) asking for the "
                                   f"manifest: {failure.message}", True, FailureKind.TRANSIENT) from None
             self.say(f"size of {lan} unknown before the download ({failure.message}); judged on the daemon's totals")

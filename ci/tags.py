@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import requests
@@ -32,10 +33,22 @@ HUB_API = "registry-1.docker.io"  # where docker.io's registry API answers
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
 
-class TagListError(Exception):
-    """No tag list. kind: unreachable (connection, timeout, 429, 5xx) | not-found | unauthorized | bad-answer."""
+class AnswerKind(str, Enum):
+    """Why a registry (or git) gave no usable answer; the value is the word messages show."""
 
-    def __init__(self, message: str, kind: str) -> None:
+    UNREACHABLE = "unreachable"  # connection, timeout, 429, 5xx: asking again may help
+    NOT_FOUND = "not-found"
+    UNAUTHORIZED = "unauthorized"
+    BAD_ANSWER = "bad-answer"  # an answer, but not what the registry API gives
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TagListError(Exception):
+    """No tag list (or manifest, or remote tags), and why."""
+
+    def __init__(self, message: str, kind: AnswerKind) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind
@@ -128,7 +141,7 @@ class _Client:
         except requests.exceptions.SSLError:
             raise
         except requests.RequestException as exc:
-            raise TagListError(f"{self.registry}: {_why(exc, self.timeout_s)}", "unreachable") from None
+            raise TagListError(f"{self.registry}: {_why(exc, self.timeout_s)}", AnswerKind.UNREACHABLE) from None
 
     def get(self, url: str) -> requests.Response:
         """One page, answering one authentication challenge on the way."""
@@ -142,7 +155,7 @@ class _Client:
             try:
                 response = self._send(url, self._headers(url))
             except requests.exceptions.SSLError:
-                raise TagListError(f"{self.registry}: TLS handshake failed", "unreachable") from None
+                raise TagListError(f"{self.registry}: TLS handshake failed", AnswerKind.UNREACHABLE) from None
         if response.status_code == 401 and not self.challenged:
             self.challenged = True
             self.authorization = self._answer(response.headers.get("WWW-Authenticate", ""), url)
@@ -163,12 +176,12 @@ class _Client:
         if scheme.lower() == "basic":
             if self.credentials is None:
                 raise TagListError(f"{self.registry}: the tag list needs a login (set DOCKERHUB_AMD_USERNAME and "
-                                   "DOCKERHUB_AMD_TOKEN)", "unauthorized")
+                                   "DOCKERHUB_AMD_TOKEN)", AnswerKind.UNAUTHORIZED)
             if not _may_carry_secrets(url):
-                raise TagListError(f"{self.registry}: asks for a password over plain HTTP; not sent", "unauthorized")
+                raise TagListError(f"{self.registry}: asks for a password over plain HTTP; not sent", AnswerKind.UNAUTHORIZED)
             user, password = self.credentials
             return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        raise TagListError(f"{self.registry}: unsupported authentication challenge {scheme or '(none)'!r}", "unauthorized")
+        raise TagListError(f"{self.registry}: unsupported authentication challenge {scheme or '(none)'!r}", AnswerKind.UNAUTHORIZED)
 
     def _token(self, params: dict[str, str]) -> str:
         """A token from the challenge's realm: with our credentials when we have them (and the realm
@@ -183,7 +196,7 @@ class _Client:
                 response = self._send(realm, {"Accept": "application/json"}, params=query)
         except requests.exceptions.SSLError:
             raise TagListError(f"{self.registry}: the token service {_origin(realm)[1]}: TLS handshake failed",
-                               "unreachable") from None
+                               AnswerKind.UNREACHABLE) from None
         if response.status_code != 200:
             raise TagListError(f"{self.registry}: the token service {_origin(realm)[1]} answered HTTP "
                                f"{response.status_code}", _kind(response.status_code))
@@ -193,7 +206,7 @@ class _Client:
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise TagListError(f"{self.registry}: the token service {_origin(realm)[1]} sent no token", "bad-answer")
+            raise TagListError(f"{self.registry}: the token service {_origin(realm)[1]} sent no token", AnswerKind.BAD_ANSWER)
         return f"Bearer {token}"
 
     def _checked(self, response: requests.Response) -> requests.Response:
@@ -204,14 +217,14 @@ class _Client:
         raise TagListError(self._scrub(f"{self.registry}: tag list: {what}"), _kind(response.status_code))
 
 
-def _kind(status: int) -> str:
+def _kind(status: int) -> AnswerKind:
     if status in (401, 403):
-        return "unauthorized"
+        return AnswerKind.UNAUTHORIZED
     if status == 404:
-        return "not-found"
+        return AnswerKind.NOT_FOUND
     if status == 429 or status >= 500:
-        return "unreachable"
-    return "bad-answer"
+        return AnswerKind.UNREACHABLE
+    return AnswerKind.BAD_ANSWER
 
 
 def fetch_tags(registry: str, repository: str, timeout_s: float, page_size: int, max_pages: int,
@@ -230,9 +243,9 @@ def fetch_tags(registry: str, repository: str, timeout_s: float, page_size: int,
                 data = response.json()
                 page = data.get("tags") or []
             except (ValueError, AttributeError):
-                raise TagListError(f"{registry}: the tag list is not JSON of the registry API", "bad-answer") from None
+                raise TagListError(f"{registry}: the tag list is not JSON of the registry API", AnswerKind.BAD_ANSWER) from None
             if not isinstance(page, list):
-                raise TagListError(f"{registry}: the tag list's 'tags' is not a list", "bad-answer")
+                raise TagListError(f"{registry}: the tag list's 'tags' is not a list", AnswerKind.BAD_ANSWER)
             tags += [tag for tag in page if isinstance(tag, str)]
             following = response.links.get("next", {}).get("url")
             if not following:
@@ -242,7 +255,7 @@ def fetch_tags(registry: str, repository: str, timeout_s: float, page_size: int,
         if own:
             client.session.close()
     raise TagListError(f"{registry}: the tag list goes on past {max_pages} pages of {page_size} "
-                       "(images.discovery.max_pages)", "bad-answer")
+                       "(images.discovery.max_pages)", AnswerKind.BAD_ANSWER)
 
 
 MANIFEST_TYPES = ", ".join([
@@ -262,13 +275,13 @@ def fetch_image_size(registry: str, repository: str, reference: str, timeout_s: 
                 found = manifest_size(response.json())
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise TagListError(f"{registry}: the manifest of {repository}:{reference} cannot be read: {exc}",
-                                   "bad-answer") from None
+                                   AnswerKind.BAD_ANSWER) from None
             if isinstance(found, int):
                 return found
             reference = found
     finally:
         client.session.close()
-    raise TagListError(f"{registry}: {repository}:{reference}: an index inside an index", "bad-answer")
+    raise TagListError(f"{registry}: {repository}:{reference}: an index inside an index", AnswerKind.BAD_ANSWER)
 
 
 # --- git ------------------------------------------------------------------------------------------
@@ -283,11 +296,11 @@ def git_remote_tags(workspace: Path, remote: str, timeout_s: float) -> tuple[str
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False,
                               env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        raise TagListError(f"{what}: git not found", "unreachable") from None
+        raise TagListError(f"{what}: git not found", AnswerKind.UNREACHABLE) from None
     except subprocess.TimeoutExpired:
-        raise TagListError(f"{what}: no answer within {timeout_s:g} s", "unreachable") from None
+        raise TagListError(f"{what}: no answer within {timeout_s:g} s", AnswerKind.UNREACHABLE) from None
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         last = _CREDENTIALS_IN_URL.sub("://***@", lines[-1].strip()) if lines else f"exit code {done.returncode}"
-        raise TagListError(f"{what}: {last}", "unreachable")
+        raise TagListError(f"{what}: {last}", AnswerKind.UNREACHABLE)
     return tuple(line.split("\t", 1)[1].removeprefix("refs/tags/") for line in done.stdout.splitlines() if "\t" in line)

@@ -18,7 +18,7 @@ from ci.config import load_config
 from ci.errors import ToolFailure, UserError
 from ci.images import ImageName
 from ci.pull import nightly_candidates
-from ci.tags import TagListError, _Client, api_base, fetch_tags, git_remote_tags
+from ci.tags import AnswerKind, TagListError, _Client, api_base, fetch_tags, git_remote_tags
 from tests.conftest import base_env, run_door
 from tests.support.hubstub import HubStub
 from tests.support.registry import free_port, push_tags, start_registry
@@ -278,15 +278,16 @@ def test_a_link_chain_longer_than_max_pages_is_an_error(hub):
     hub.max_page = 1
     with pytest.raises(TagListError, match=r"goes on past 4 pages of 1 \(images.discovery.max_pages\)") as caught:
         fetch_tags(hub.address, REPO, timeout_s=5, page_size=1, max_pages=4)
-    assert caught.value.kind == "bad-answer"
+    assert caught.value.kind is AnswerKind.BAD_ANSWER
 
 
-@pytest.mark.parametrize("status, kind", [(503, "unreachable"), (429, "unreachable"), (404, "not-found"), (403, "unauthorized")])
+@pytest.mark.parametrize("status, kind", [(503, AnswerKind.UNREACHABLE), (429, AnswerKind.UNREACHABLE),
+                                          (404, AnswerKind.NOT_FOUND), (403, AnswerKind.UNAUTHORIZED)])
 def test_registry_statuses(hub, status, kind):
     hub.status = status
     with pytest.raises(TagListError) as caught:
         fetch_tags(hub.address, REPO, timeout_s=5, page_size=10, max_pages=2)
-    assert caught.value.kind == kind
+    assert caught.value.kind is kind
 
 
 def test_api_base():
