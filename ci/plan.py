@@ -9,6 +9,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
@@ -121,13 +122,25 @@ class JobPlan:
         return [u for n in numbers for u in self.part(n)]
 
 
+class ImageSource(str, Enum):
+    """Where a plan's image candidates come from."""
+
+    OVERRIDE = "override"  # --image or $AMD_CI_IMAGE
+    VERSIONS = "versions"  # config's images.versions
+    TAG_LIST = "tag-list"  # the registry's tag list, given to the plan
+    PULL_TIME = "pull-time"  # none yet: discovered when the stage pulls
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class StagePlan:
     stage: StageSpec
     resolution: ArchResolution
     images: tuple[ImageName, ...]  # candidates newest first, the one override, or none yet (pull time)
     image_overridden: bool
-    image_source: str  # override | versions (config's override) | tag-list (given) | pull-time
+    image_source: ImageSource
     image_shape: str  # what discovery looks for: rocm/sgl-dev:<version>-rocm700-mi30x-<YYYYMMDD>
     versions_override: tuple[str, ...]
     lookback_days: int
@@ -387,13 +400,13 @@ def build_plan(
     rocm = check_rocm(config.images, rocm)
     images: tuple[ImageName, ...]
     if image:
-        images, source = (parse_image_name(image),), "override"
+        images, source = (parse_image_name(image),), ImageSource.OVERRIDE
     elif config.images.versions:
-        images, source = candidate_images(config.images, arch, today, rocm), "versions"
+        images, source = candidate_images(config.images, arch, today, rocm), ImageSource.VERSIONS
     elif tags is not None:
-        images, source = discovered_candidates(config.images, arch, today, tags, rocm), "tag-list"
+        images, source = discovered_candidates(config.images, arch, today, tags, rocm), ImageSource.TAG_LIST
     else:
-        images, source = (), "pull-time"
+        images, source = (), ImageSource.PULL_TIME
     return StagePlan(
         stage=spec, resolution=resolution, images=images, image_overridden=bool(image), image_source=source,
         image_shape=tag_shape(config.images, arch, rocm), versions_override=config.images.versions,
@@ -432,7 +445,7 @@ def render_plan(plan: StagePlan) -> list[str]:
         f"  registries: LAN {plan.lan_registry or '(none: LOCAL_DOCKER_REGISTRY unset)'}; public {plan.public_registry}",
         "  image: " + _image_line(plan),
     ]
-    if plan.image_source in ("versions", "tag-list"):
+    if plan.image_source in (ImageSource.VERSIONS, ImageSource.TAG_LIST):
         lines += [f"    {image}" for image in plan.images]
     lines += [f"  warning: {w}" for w in plan.warnings]
     if plan.durations_given:
@@ -479,12 +492,12 @@ def render_plan_markdown(plan: StagePlan) -> list[str]:
 
 def _image_line(plan: StagePlan) -> str:
     window = f"within {plan.lookback_days} day(s)"
-    if plan.image_source == "override":
+    if plan.image_source is ImageSource.OVERRIDE:
         return f"override {plan.images[0]}"
-    if plan.image_source == "versions":
+    if plan.image_source is ImageSource.VERSIONS:
         return (f"the newest that exists (local, then registry) of {len(plan.images)} candidates "
                 f"from the versions override in config ({', '.join(plan.versions_override)}):")
-    if plan.image_source == "tag-list":
+    if plan.image_source is ImageSource.TAG_LIST:
         return f"newest first, {len(plan.images)} candidate(s) in the given tag list matching {plan.image_shape} {window}:"
     where = f"{plan.public_registry}'s tag list" + (f" (LAN mirror {plan.lan_registry}'s when it gives none)"
                                                     if plan.lan_registry else "")

@@ -39,7 +39,7 @@ from ci.gpu import read_vram
 from ci.images import DOCKER_HUB, ImageName, parse_image_name
 from ci.inputs import InputProblem, check_output_dir
 from ci.partition import Item, Partitioning
-from ci.plan import JobPlan, StagePlan, Unit
+from ci.plan import ImageSource, JobPlan, StagePlan, Unit
 from ci.registry import local_image
 from ci.replay import FAILED, Commit, Record, ReplayUnit
 from ci.routing import job_route
@@ -281,7 +281,7 @@ def replay_plan(config: Config, record: Record, units: Sequence[ReplayUnit], wor
     name = parse_image_name(record.image) if record.image else None
     return StagePlan(
         stage=spec, resolution=ArchResolution(arch, f"the report {source}"), images=(name,) if name else (),
-        image_overridden=name is not None, image_source="override", image_shape=record.image,
+        image_overridden=name is not None, image_source=ImageSource.OVERRIDE, image_shape=record.image,
         versions_override=config.images.versions, lookback_days=config.images.lookback_days,
         lan_registry=config.images.registries.lan, public_registry=config.images.registries.public,
         test_root=workspace / record.test_root, jobs=tuple(jobs), warnings=tuple(notes), rocm=record.rocm or None,

@@ -26,7 +26,7 @@ from ci.images import (
     tag_pattern,
     tag_shape,
 )
-from ci.plan import build_plan, load_tree, render_plan
+from ci.plan import ImageSource, build_plan, load_tree, render_plan
 from ci.versions import newest_release, version_key
 
 CONFIG = load_config(env={})
@@ -146,7 +146,7 @@ def test_the_plan_needs_no_network_and_takes_a_tag_list_when_given(tmp_path):
     resolution = ArchResolution(MI300, "--arch")
     tree = load_tree(CONFIG, tmp_path)  # an empty test tree: the images are the point here
     waiting = build_plan(CONFIG, "stage-a", resolution, TODAY, tree)
-    assert waiting.images == () and waiting.image_source == "pull-time"
+    assert waiting.images == () and waiting.image_source is ImageSource.PULL_TIME
     assert any("discovered at pull time from docker.io's tag list" in line for line in render_plan(waiting))
     given_list = build_plan(CONFIG, "stage-a", resolution, TODAY, tree, tags=MIXED)
     lines = render_plan(given_list)
