@@ -39,7 +39,7 @@ from ci.images import (
 )
 from ci.login import log_in_public, public_credentials, scrub_token
 from ci.progress import BarProgress, PlainProgress, human_bytes, progress_for
-from ci.pullpace import Budget, Leave, Verdict, Watchdog, public_estimate
+from ci.pullpace import Budget, ImageSize, Leave, Verdict, Watchdog, public_estimate
 from ci.registry import (
     FailureKind,
     PullFailure,
@@ -64,6 +64,7 @@ class LayerTally:
     current: dict[tuple[str, str], int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     fetched: set[str] = field(default_factory=set)  # layers whose download is complete
+    present: set[str] = field(default_factory=set)  # layers the engine already had: nothing to download
 
     def add(self, event: Mapping) -> None:
         detail = event.get("progressDetail") or {}
@@ -74,6 +75,8 @@ class LayerTally:
             self.totals[layer] = int(detail["total"])
         if status.startswith(("Verifying", "Download complete", "Extracting", "Pull complete")):
             self.fetched.add(layer)
+        if status.startswith("Already exists"):
+            self.present.add(layer)
 
     @property
     def done(self) -> int:
@@ -135,7 +138,7 @@ def stream_pull(
                 raise classify(event.get("error") or event["errorDetail"].get("message", "pull failed"))
             tally.add(event)
             now = clock()
-            watchdog.observe(now, tally.done, tally.downloaded, tally.download_total or None)
+            watchdog.observe(now, tally.done, tally.downloaded, tally.download_total or None, tally.present)
             on_progress(tally.done, tally.download_total or None)
             verdict = watchdog.verdict(now)
             if verdict and (verdict.leave is Leave.STALLED or may_leave(verdict)):
@@ -316,16 +319,18 @@ class Puller:
         denied, not JSON) is pulled anyway, judged on the daemon's layer totals."""
         policy = self.config.pull.lan
         try:
-            total: int | None = fetch_image_size(lan.registry or "docker.io", lan.repository, lan.tag, policy.first_progress_s)
+            size: ImageSize | None = fetch_image_size(lan.registry or "docker.io", lan.repository, lan.tag,
+                                                      policy.first_progress_s)
         except TagListError as failure:
             if failure.kind is AnswerKind.UNREACHABLE:
                 raise PullFailure(f"{lan}: no progress for {policy.first_progress_s:g} s (deadline) asking for the "
                                   f"manifest: {failure.message}", True, FailureKind.TRANSIENT) from None
             self.say(f"size of {lan} unknown before the download ({failure.message}); judged on the daemon's totals")
-            total = None
+            size = None
         public = self.config.images.registries.public
         estimate = public_estimate(read_rates(self.state_dir).get(public, []), policy.public_bytes_per_s)
-        return Budget(policy.budget_s, total, estimate, policy.faster_by, policy.hold_s + self.rng.uniform(0, policy.jitter_s))
+        return Budget(policy.budget_s, size.total if size else None, estimate, policy.faster_by,
+                      policy.hold_s + self.rng.uniform(0, policy.jitter_s), size.layers if size else {})
 
     def _may_leave(self, verdict: Verdict) -> bool:
         """Leave an over-budget mirror only with a public-pull slot of this host in hand (kept

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -42,6 +42,9 @@ class Budget:
     public_bytes_per_s: float
     faster_by: float
     hold_s: float
+    # Each layer's size by the id the daemon's progress events give it (the blob digest's first
+    # 12 hex): the layers this engine already has ("Already exists") are not to be downloaded.
+    layer_bytes: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Watchdog:
     _best: int = 0
     _downloaded: int = 0
     _total: int | None = None
+    _cached: int = 0  # bytes of the image's layers the engine already had
     _over_since: float | None = None
 
     def __post_init__(self) -> None:
@@ -66,10 +70,13 @@ class Watchdog:
         self._samples.append((self.started, 0))
         self._total = self.budget.total_bytes if self.budget else None
 
-    def observe(self, now: float, done_bytes: int, downloaded: int | None = None, total: int | None = None) -> None:
+    def observe(self, now: float, done_bytes: int, downloaded: int | None = None, total: int | None = None,
+                present: Collection[str] = ()) -> None:
         """`done_bytes`: any progress (download and extraction); `downloaded`: bytes of the image's
         download so far (defaults to done_bytes); `total`: the daemon's total, used when the
-        manifest gave none."""
+        manifest gave none; `present`: ids of layers the engine already had (not downloaded)."""
+        if present and self.budget is not None:
+            self._cached = sum(self.budget.layer_bytes.get(layer, 0) for layer in present)
         if done_bytes > self._best:
             self._best = done_bytes
             self._last_progress = now
@@ -93,7 +100,7 @@ class Watchdog:
         rate, total = self.rate(now), self._total
         if rate is None or total is None:
             return None
-        remaining = max(total - self._downloaded, 0)
+        remaining = max(total - self._cached - self._downloaded, 0)
         return (now - self.started) + (remaining / rate if rate > 0 else (0.0 if remaining == 0 else math.inf))
 
     def verdict(self, now: float) -> Verdict | None:
@@ -137,7 +144,20 @@ def with_rate(rates: Mapping[str, Sequence[float]], registry: str, rate: float, 
     return updated
 
 
-def manifest_size(manifest: Mapping, platform: tuple[str, str] = ("linux", "amd64")) -> int | str:
+@dataclass(frozen=True)
+class ImageSize:
+    """An image's download size from its manifest, and each layer's, by the daemon's layer id."""
+
+    total: int  # config plus layers
+    layers: Mapping[str, int]
+
+
+def layer_id(digest: str) -> str:
+    """The id the daemon's progress events give a layer: its digest's first 12 hex digits."""
+    return digest.partition(":")[2][:12]
+
+
+def manifest_size(manifest: Mapping, platform: tuple[str, str] = ("linux", "amd64")) -> ImageSize | str:
     """The download size of an image manifest (config plus layers), or, for an index / manifest
     list, the digest (a str) of the manifest for `platform` to fetch next."""
     entries = manifest.get("manifests")
@@ -150,4 +170,7 @@ def manifest_size(manifest: Mapping, platform: tuple[str, str] = ("linux", "amd6
     layers = manifest.get("layers")
     if not isinstance(layers, list):
         raise ValueError("not an image manifest (no layers)")
-    return sum(int(layer.get("size") or 0) for layer in layers) + int((manifest.get("config") or {}).get("size") or 0)
+    sizes = {layer_id(str(layer.get("digest") or "")): int(layer.get("size") or 0) for layer in layers}
+    sizes.pop("", None)
+    total = sum(int(layer.get("size") or 0) for layer in layers) + int((manifest.get("config") or {}).get("size") or 0)
+    return ImageSize(total, sizes)

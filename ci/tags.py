@@ -27,7 +27,7 @@ from pathlib import Path
 import requests
 
 from ci.images import DOCKER_HUB
-from ci.pullpace import manifest_size
+from ci.pullpace import ImageSize, manifest_size
 
 HUB_API = "registry-1.docker.io"  # where docker.io's registry API answers
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
@@ -264,9 +264,9 @@ MANIFEST_TYPES = ", ".join([
 
 
 def fetch_image_size(registry: str, repository: str, reference: str, timeout_s: float,
-                     credentials: tuple[str, str] | None = None) -> int:
+                     credentials: tuple[str, str] | None = None) -> ImageSize:
     """The download size of repository:reference (config plus layers, linux/amd64 for an index)
-    from the registry's manifests, before any layer is fetched: one or two requests."""
+    and of each layer, from the registry's manifests, before any layer is fetched: one or two requests."""
     client = _Client(requests.Session(), registry, repository, timeout_s, credentials, accept=MANIFEST_TYPES)
     try:
         for _ in range(2):  # an index, then its platform's manifest
@@ -276,7 +276,7 @@ def fetch_image_size(registry: str, repository: str, reference: str, timeout_s: 
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise TagListError(f"{registry}: the manifest of {repository}:{reference} cannot be read: {exc}",
                                    AnswerKind.BAD_ANSWER) from None
-            if isinstance(found, int):
+            if isinstance(found, ImageSize):
                 return found
             reference = found
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ci.pull import LayerTally
-from ci.pullpace import Leave, Watchdog
+from ci.pullpace import ImageSize, Leave, Watchdog
 from ci.registry import classify
 
 
@@ -37,6 +37,16 @@ def test_tally_sums_layers_and_phases():
     assert tally.downloaded == 1000 + 50  # the download alone; a layer being extracted was fetched in full
     tally.add({"status": "Download complete", "id": "b", "progressDetail": {}})
     assert tally.downloaded == 1000 + 500
+
+
+def test_tally_names_the_layers_the_engine_already_has():
+    """The daemon's words for a layer it will not download, as docker 20.10 streamed them here for
+    an image sharing its base layer with one already pulled; the id is the manifest digest's
+    first 12 hex (ci.pullpace.layer_id), checked on that pull."""
+    tally = LayerTally()
+    tally.add({"status": "Already exists", "id": "5f1b4e2d9c3a", "progressDetail": {}})
+    tally.add({"status": "Pulling fs layer", "id": "0c7d2e8a1b4f", "progressDetail": {}})
+    assert tally.present == {"5f1b4e2d9c3a"} and tally.downloaded == 0
 
 
 @pytest.mark.parametrize(
@@ -117,7 +127,7 @@ def test_a_stalled_lan_pull_from_a_docker_hub_spelled_mirror_falls_back(monkeypa
         raise pull.PullFailure("registry unreachable", True, FailureKind.TRANSIENT)
 
     monkeypatch.setattr(pull, "stream_pull", stalled)
-    monkeypatch.setattr(pull, "fetch_image_size", lambda *args: 1000)  # the mirror is never asked
+    monkeypatch.setattr(pull, "fetch_image_size", lambda *args: ImageSize(1000, {}))  # the mirror is never asked
     monkeypatch.setattr(pull, "engine_pid", lambda client: None)
     monkeypatch.setattr(puller, "engine_id", lambda: "test-engine")
     monkeypatch.setattr(pull, "release_daemon_connections", release)

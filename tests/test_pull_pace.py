@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ci.hostpull import PublicSlots, image_lock, read_rates, record_rate
-from ci.pullpace import Budget, Leave, Watchdog, manifest_size, public_estimate, with_rate
+from ci.pullpace import Budget, ImageSize, Leave, Watchdog, manifest_size, public_estimate, with_rate
 from ci.registry import engine_sockets
 
 MIB = 1048576
@@ -54,6 +54,19 @@ def test_a_slow_mirror_within_budget_keeps_the_job():
 def test_over_budget_stays_when_public_is_not_plainly_faster():
     # 1 MiB/s against a public estimate of 1.5 MiB/s: not twice as fast, so the mirror keeps the job.
     assert replay(Watchdog(5, 10, 0.0, budget(public=1.5 * MIB)), steady(MIB, 40)) == (None, None)
+
+
+def test_layers_the_engine_already_has_are_not_predicted_to_come():
+    """A nightly shares most layers with yesterday's: 100 MiB in all, 80 MiB already here, the
+    other 20 MiB at 1 MiB/s arrive well within the 60 s budget: the mirror keeps the job (judged
+    on the whole image it would have been left after one window)."""
+    plan = Budget(60.0, 100 * MIB, 30 * MIB, 2.0, 0.0, {"base": 80 * MIB, "new": 20 * MIB})
+    dog = Watchdog(5, 10, 0.0, plan)
+    for now, done in steady(MIB, 25):
+        dog.observe(now, done, present={"base"})
+        assert dog.verdict(now) is None
+    whole = Watchdog(5, 10, 0.0, plan)
+    assert replay(whole, steady(MIB, 25))[0].leave is Leave.OVER_BUDGET
 
 
 def test_without_a_known_size_the_daemons_total_is_used():
@@ -195,8 +208,9 @@ def test_with_rate_keeps_at_most_kept_newest_last(rates, kept):
 
 
 def test_manifest_size_sums_layers_and_config_and_picks_the_platform_of_an_index():
-    manifest = {"config": {"size": 7}, "layers": [{"size": 100}, {"size": 23}]}
-    assert manifest_size(manifest) == 130
+    manifest = {"config": {"size": 7}, "layers": [{"size": 100, "digest": "sha256:" + "a" * 64},
+                                                  {"size": 23, "digest": "sha256:" + "b" * 64}]}
+    assert manifest_size(manifest) == ImageSize(130, {"a" * 12: 100, "b" * 12: 23})  # by the daemon's layer ids
     index = {"manifests": [{"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
                            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}}]}
     assert manifest_size(index) == "sha256:amd"
