@@ -261,9 +261,14 @@ class Puller:
         """The image, from here, the LAN mirror or the public registry; one job of the host at a
         time pulls it into this engine, the others wait and then find it here."""
         image = image.plain
+        return self.one_at_a_time(str(image), lambda started: self._pull_unlocked(image, started))
+
+    def one_at_a_time(self, image: str, pull: Callable[[float], PullOutcome]) -> PullOutcome:
+        """`pull(started)` under the host-wide lock for this engine and image; the outcome says
+        how long this job waited for another's pull."""
         started = time.monotonic()
-        with image_lock(self.state_dir, self.engine_id(), str(image), self.say) as waited:
-            outcome = self._pull_unlocked(image, started)
+        with image_lock(self.state_dir, self.engine_id(), image, self.say) as waited:
+            outcome = pull(started)
         return dataclasses.replace(outcome, waited_s=waited)
 
     def _pull_unlocked(self, image: ImageName, started: float) -> PullOutcome:

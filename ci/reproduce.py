@@ -322,7 +322,11 @@ class PinnedPuller(pull.Puller):
     help, the login), asked for a digest: nothing is retagged, the container starts from repo@digest."""
 
     def pull_pinned(self, image: ImageName, digest: str) -> pull.PullOutcome:
-        started = time.monotonic()
+        """The image at `digest`: present, from the LAN mirror, or from public; one job of the
+        host at a time pulls it into this engine (as ci.pull does for a tag)."""
+        return self.one_at_a_time(f"{image.repository}@{digest}", lambda started: self._pinned(image, digest, started))
+
+    def _pinned(self, image: ImageName, digest: str, started: float) -> pull.PullOutcome:
         registries = self.config.images.registries
         pinned = DigestRef(image.repository, digest, None, image.tag)
         names = [pinned.on(r) for r in ([registries.lan] if registries.lan else []) + [registries.public]]

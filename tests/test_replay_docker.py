@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import re
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from docker import errors as docker_errors
 from ci import replay, reproduce
 from ci.config import OVERRIDE_ENV, load_config
 from ci.errors import ToolFailure
+from ci.hostpull import image_lock
 from ci.images import ImageName
 from ci.registry import connect, local_image
 from ci.runner import RunPlan
@@ -160,7 +162,22 @@ def test_the_pin_is_pulled_lan_first_then_public_and_a_missing_digest_fails(dock
     assert str(outcome.image.plain) == f"{REPOSITORY}:{TAG}"  # what the report records
     assert local_image(docker, f"{REPOSITORY}:{TAG}") is None  # nothing retagged
     again, out, _ = _puller(lan.address, public.address, tmp_path)
-    assert again.pull_pinned(image, digest).source == "local" and "already present locally" in out.getvalue()
+    # Another job of the host is pulling the same pin into this engine: this one waits its turn.
+    holding, release = threading.Event(), threading.Event()
+
+    def other_job():
+        with image_lock(again.state_dir, again.engine_id(), f"{REPOSITORY}@{digest}", lambda line: None):
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=other_job)
+    other.start()
+    holding.wait(10)
+    threading.Timer(1.0, release.set).start()
+    waited = again.pull_pinned(image, digest)
+    other.join()
+    assert waited.source == "local" and "already present locally" in out.getvalue()
+    assert waited.waited_s >= 0.9 and "waiting for another job's pull" in out.getvalue()
     _forget(docker)
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there: the mirror is down
     puller, out, err = _puller(dead, public.address, tmp_path)
