@@ -65,6 +65,28 @@ INSTALL = """install:
       retry: false
       run: [[python3, -m, sglang.warmup]]
 """
+
+
+def one_stage(stage: str, suite: str, description: str, per_file_timeout_s: int, retries: int) -> str:
+    """Override YAML for a stage of one job: the suite on mi300, 1 GPU, 1 partition (the demo's
+    stage, and the test stages that run a real container the same way)."""
+    return f"""stages:
+  {stage}:
+    description: {description}
+    cadence: per-commit
+    needs: []
+    suites: [{{suite: {suite}, arches: [mi300], gpus: 1, partitions: 1, per_file_timeout_s: {{default: {per_file_timeout_s}}},
+               timeout_minutes: {{default: 10}}, variant: default, label_suffix: "", changes: always}}]
+    retries: {retries}
+    kill_grace_s: 1
+    hard_deadline_margin_s: 120
+    job_setup_minutes: 30
+    budget_share: 0.8
+    max_partitions: 4
+    pr_label: ""
+"""
+
+
 NIGHTLY_ENV = {"GPU_ARCH": "gfx942", "PIP_BREAK_SYSTEM_PACKAGES": "1"}  # a stamped image; pip may write its site
 
 OVERRIDE = """# Written by `nox -s demo`: the shipped config, adjusted for a box with no GPU.
@@ -82,21 +104,7 @@ container:
   ulimits: {{nofile: [{nofile}, {nofile}]}}
   stop: {{sigint_grace_s: 3, stop_timeout_s: 5}}
   hygiene: {{device_globs: ['{root}/no-gpu/kfd'], rounds: 1}}
-stages:
-  {stage}:
-    description: the demo's stage
-    cadence: per-commit
-    needs: []
-    suites: [{{suite: {suite}, arches: [mi300], gpus: 1, partitions: 1, per_file_timeout_s: {{default: 60}},
-               timeout_minutes: {{default: 10}}, variant: default, label_suffix: "", changes: always}}]
-    retries: 1
-    kill_grace_s: 1
-    hard_deadline_margin_s: 120
-    job_setup_minutes: 30
-    budget_share: 0.8
-    max_partitions: 4
-    pr_label: ""
-known_issues:
+{stages}known_issues:
   - test: "*test_sampling.py::*test_greedy"
     arches: [mi300]
     mode: skip
@@ -203,8 +211,8 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         override = workspace / "ci-demo-config.yaml"
         nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         DATA.mkdir(exist_ok=True)
-        override.write_text(OVERRIDE.format(lan=lan.address, public=public.address, root=root, stage=STAGE,
-                                            suite=SUITE, nofile=nofile, data=DATA, install=INSTALL))
+        override.write_text(OVERRIDE.format(lan=lan.address, public=public.address, root=root, nofile=nofile, data=DATA,
+                                            stages=one_stage(STAGE, SUITE, "the demo's stage", 60, 1), install=INSTALL))
         commit = _commit(workspace)
         say(f"workspace {workspace}: python/ has sglang {CHECKOUT_VERSION}, committed as {commit[:12]}")
         env = {**os.environ, "SGL_CI_CONFIG_OVERRIDE": str(override), "GITHUB_WORKSPACE": str(workspace),

@@ -51,21 +51,7 @@ container:
   ulimits: {{nofile: [{NOFILE}, {NOFILE}]}}
   stop: {{sigint_grace_s: 3, stop_timeout_s: 2}}
   hygiene: {{device_globs: ['{tmp_path}/no-kfd'], rounds: 1}}
-stages:
-  stage-trust:
-    description: the trust tests' stage
-    cadence: per-commit
-    needs: []
-    suites: [{{suite: {SUITE}, arches: [mi300], gpus: 1, partitions: 1, per_file_timeout_s: {{default: 300}},
-               timeout_minutes: {{default: 10}}, variant: default, label_suffix: "", changes: always}}]
-    retries: 0
-    kill_grace_s: 1
-    hard_deadline_margin_s: 120
-    job_setup_minutes: 30
-    budget_share: 0.8
-    max_partitions: 4
-    pr_label: ""
-health: {json.dumps(NO_GPU_HEALTH)}
+{demo.one_stage("stage-trust", SUITE, "the trust tests' stage", 300, 0)}health: {json.dumps(NO_GPU_HEALTH)}
 """ + demo.INSTALL
 
 
